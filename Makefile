@@ -1,0 +1,37 @@
+# Every target sets up what it needs: a venv in .venv, torch, the extension, the extras.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# A CUDA 13.0 build of torch: the CUDA sources then compile here with the local nvcc 13.0.
+TORCH_SPEC ?= torch==2.14.1
+
+.PHONY: setup build test bench demo gpu-check clean
+
+$(VENV)/.deps: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -r requirements-dev.txt
+	# Source checkout on the path (like `pip install -e .`, without a second build of the extension).
+	$(PY) -c "import site; open(site.getsitepackages()[0] + '/sgg_kernels_dev.pth', 'w').write('$(CURDIR)\n')"
+	touch $@
+
+setup: $(VENV)/.deps
+
+# Rebuilds the extension in place when a C++/CUDA source changed (ninja makes this incremental).
+build: setup
+	$(PY) setup.py -q build_ext --inplace
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) -m benchmarks.cpu_table
+
+demo: build
+	$(PY) -m benchmarks.cpu_table
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf build $(VENV) sgg_kernels/*.so

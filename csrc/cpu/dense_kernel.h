@@ -1,0 +1,106 @@
+// SIMD kernel for the dense, sample-major layout. Included once per CPU capability (see
+// guidance_{default,avx2,avx512}.cpp): CPU_CAPABILITY names the inline namespace, so each
+// instantiation is a distinct symbol and the best one is chosen at run time.
+#pragma once
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <array>
+
+#include "../guidance_params.h"
+
+namespace sgg::cpu {
+inline namespace CPU_CAPABILITY {
+
+// One SIMD step: Vectorized<T>::size() elements of T, held as one or two float/double vectors.
+template <typename T>
+struct Lanes {
+  using acc_t = at::opmath_type<T>;
+  using Vec = at::vec::Vectorized<acc_t>;
+  static constexpr bool kReduced = !std::is_same_v<T, acc_t>;
+  static constexpr int kParts = kReduced ? 2 : 1;
+  static constexpr int64_t kWidth = at::vec::Vectorized<T>::size();
+  using Pack = std::array<Vec, kParts>;
+
+  static Pack load(const T* p) {
+    if constexpr (kReduced) {
+      auto [lo, hi] = at::vec::convert_to_float<T>(at::vec::Vectorized<T>::loadu(p));
+      return {lo, hi};
+    } else {
+      return {Vec::loadu(p)};
+    }
+  }
+  static void store(T* p, const Pack& v) {
+    if constexpr (kReduced) at::vec::convert_from_float<T>(v[0], v[1]).store(p);
+    else v[0].store(p);
+  }
+};
+
+// ~64K elements per task: large enough to amortise the OpenMP fork, small enough that an
+// SD3-1024 latent ([2,16,128,128], 512K elements) still spreads over every core.
+constexpr int64_t kGrain = 1 << 16;
+
+template <typename T, bool kU, bool kW, bool kS>
+void dense_pass(const GuidanceParams& p) {
+  using L = Lanes<T>;
+  using acc_t = typename L::acc_t;
+  using Vec = typename L::Vec;
+  T* out = static_cast<T*>(p.data[kOut]);
+  const T* x = static_cast<const T*>(p.data[kX]);
+  const T* cond = static_cast<const T*>(p.data[kCond]);
+  const T* uncond = static_cast<const T*>(p.data[kUncond]);
+  const T* weak = static_cast<const T*>(p.data[kWeak]);
+  at::parallel_for(0, p.batch * p.per_sample, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end;) {
+      // Coefficients are read once per sample (per sample and task, at a task boundary).
+      const int64_t s = i / p.per_sample;
+      const int64_t stop = std::min(end, (s + 1) * p.per_sample);
+      const float* w = p.weights + s * p.weights_stride;
+      const acc_t w_u = w[0], w_w = w[1];
+      const acc_t a = kS ? acc_t(p.step[s * p.step_stride]) : acc_t(0);
+      const acc_t b = kS ? acc_t(p.step[s * p.step_stride + 1]) : acc_t(0);
+      const Vec vw_u(w_u), vw_w(w_w), va(a), vb(b);
+      for (; i + L::kWidth <= stop; i += L::kWidth) {
+        typename L::Pack xv{}, u{}, wk{}, r;
+        const auto c = L::load(cond + i);
+        if constexpr (kS) xv = L::load(x + i);
+        if constexpr (kU) u = L::load(uncond + i);
+        if constexpr (kW) wk = L::load(weak + i);
+        for (int k = 0; k < L::kParts; ++k)
+          r[k] = guided_value<kU, kW, kS>(xv[k], c[k], u[k], wk[k], vw_u, vw_w, va, vb);
+        L::store(out + i, r);
+      }
+      for (; i < stop; ++i) {
+        const acc_t xs = kS ? acc_t(x[i]) : acc_t(0), us = kU ? acc_t(uncond[i]) : acc_t(0);
+        const acc_t ws = kW ? acc_t(weak[i]) : acc_t(0);
+        out[i] = T(guided_value<kU, kW, kS>(xs, acc_t(cond[i]), us, ws, w_u, w_w, a, b));
+      }
+    }
+  });
+}
+
+template <typename T>
+struct Dense {
+  template <bool kU, bool kW, bool kS>
+  struct Pass {
+    static void run(const GuidanceParams& p) { dense_pass<T, kU, kW, kS>(p); }
+  };
+};
+
+template <typename T>
+void dense_kernel(const GuidanceParams& p) {
+  dispatch_presence<Dense<T>::template Pass>(p);
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace sgg::cpu
+
+// Explicit instantiations for the four supported dtypes, one line per capability file.
+#define SGG_INSTANTIATE_DENSE_KERNELS                                                   \
+  template void sgg::cpu::CPU_CAPABILITY::dense_kernel<float>(const sgg::GuidanceParams&);  \
+  template void sgg::cpu::CPU_CAPABILITY::dense_kernel<double>(const sgg::GuidanceParams&); \
+  template void sgg::cpu::CPU_CAPABILITY::dense_kernel<c10::BFloat16>(const sgg::GuidanceParams&); \
+  template void sgg::cpu::CPU_CAPABILITY::dense_kernel<c10::Half>(const sgg::GuidanceParams&);

@@ -1,0 +1,117 @@
+// CPU launcher: picks the SIMD build for this processor for dense operands, and walks arbitrary
+// strides otherwise. Registered with the dispatcher from Python (sgg_kernels/ops.py).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#include "../params_from_tensors.h"
+#include "guidance_cpu.h"
+
+#define SGG_DECLARE_DENSE(CAP)                                             \
+  namespace sgg::cpu::CAP {                                                \
+  template <typename T>                                                    \
+  void dense_kernel(const GuidanceParams& p);                              \
+  }
+SGG_DECLARE_DENSE(DEFAULT)
+SGG_DECLARE_DENSE(AVX2)
+SGG_DECLARE_DENSE(AVX512)
+
+namespace sgg::cpu {
+namespace {
+
+std::atomic<int> g_capability{-1};  // -1: not chosen yet
+
+Capability detect_capability() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return Capability::kAVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Capability::kAVX2;
+#endif
+  return Capability::kDefault;
+}
+
+// Scalar walk over up to kMaxDims coalesced dims, with an odometer per task instead of a division
+// per element. Same per-element rule as the dense kernel, so results match it bit for bit.
+template <typename T, bool kU, bool kW, bool kS>
+struct StridedPass {
+  static void run(const GuidanceParams& p) {
+    using acc_t = at::opmath_type<T>;
+    at::parallel_for(0, p.batch * p.per_sample, 1 << 14, [&](int64_t begin, int64_t end) {
+      int64_t idx[kMaxDims] = {}, off[kNumSlots] = {};
+      for (int64_t d = p.ndim - 1, rem = begin; d >= 0; --d) {
+        idx[d] = rem % p.sizes[d];
+        rem /= p.sizes[d];
+        for (int s = 0; s < kNumSlots; ++s) off[s] += idx[d] * p.strides[s][d];
+      }
+      auto load = [&](int s) { return acc_t(static_cast<const T*>(p.data[s])[off[s]]); };
+      for (int64_t i = begin, sample = -1, next = 0; i < end; ++i) {
+        if (i >= next) {
+          sample = i / p.per_sample;
+          next = (sample + 1) * p.per_sample;
+        }
+        const float* w = p.weights + sample * p.weights_stride;
+        const float* st = kS ? p.step + sample * p.step_stride : nullptr;
+        static_cast<T*>(p.data[kOut])[off[kOut]] = T(guided_value<kU, kW, kS, acc_t>(
+            kS ? load(kX) : acc_t(0), load(kCond), kU ? load(kUncond) : acc_t(0), kW ? load(kWeak) : acc_t(0),
+            acc_t(w[0]), acc_t(w[1]), kS ? acc_t(st[0]) : acc_t(0), kS ? acc_t(st[1]) : acc_t(0)));
+        for (int64_t d = p.ndim - 1; d >= 0; --d) {
+          for (int s = 0; s < kNumSlots; ++s) off[s] += p.strides[s][d];
+          if (++idx[d] < p.sizes[d]) break;
+          for (int s = 0; s < kNumSlots; ++s) off[s] -= p.sizes[d] * p.strides[s][d];
+          idx[d] = 0;
+        }
+      }
+    });
+  }
+};
+
+template <typename T>
+struct Strided {
+  template <bool kU, bool kW, bool kS>
+  using Pass = StridedPass<T, kU, kW, kS>;
+};
+
+template <typename T>
+void run_dense(const GuidanceParams& p) {
+  switch (capability()) {
+    case Capability::kAVX512: return AVX512::dense_kernel<T>(p);
+    case Capability::kAVX2: return AVX2::dense_kernel<T>(p);
+    default: return DEFAULT::dense_kernel<T>(p);
+  }
+}
+
+}  // namespace
+
+Capability capability() {
+  int c = g_capability.load(std::memory_order_relaxed);
+  if (c < 0) {
+    c = static_cast<int>(detect_capability());
+    g_capability.store(c, std::memory_order_relaxed);
+  }
+  return static_cast<Capability>(c);
+}
+
+void set_capability(Capability c) {
+  TORCH_CHECK(c <= detect_capability(), "sgg: this processor does not support the requested SIMD level");
+  g_capability.store(static_cast<int>(c), std::memory_order_relaxed);
+}
+
+void guided_step_cpu(const at::Tensor& out, const std::optional<at::Tensor>& x, const at::Tensor& cond,
+                     const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
+                     const at::Tensor& weights, const std::optional<at::Tensor>& step) {
+  const GuidanceParams p = params_from_tensors(out, x, cond, uncond, weak, weights, step);
+  if (p.batch * p.per_sample == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cond.scalar_type(), "sgg_guided_step_cpu", [&] {
+    if (p.dense) run_dense<scalar_t>(p);
+    else dispatch_presence<Strided<scalar_t>::template Pass>(p);
+  });
+}
+
+}  // namespace sgg::cpu

@@ -1,0 +1,15 @@
+"""sgg_kernels: fused kernels, schedules and samplers for weak-to-strong segmented guidance (SGG).
+
+Importing the package registers the `torch.ops.sgg.*` operators.
+"""
+from . import ops as _ops  # noqa: F401  (registers torch.ops.sgg.*)
+from .backends import get_backend, set_backend, use_backend
+from .ops import guide, guided_step, guided_step_
+from .reference import guide_reference, guided_step_reference
+from .schedule import GuidanceSchedule, Segment
+
+__all__ = [
+    "GuidanceSchedule", "Segment", "get_backend", "guide", "guide_reference", "guided_step", "guided_step_",
+    "guided_step_reference", "set_backend", "use_backend",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,57 @@
+"""The one reference implementation of the guidance rule.
+
+In float64 it is the test oracle and the benchmarks' correctness check; in the input's accumulation
+dtype (float32, or float64 for float64 inputs) it is the pure-PyTorch backend and the CPU fallback.
+
+    guide  = cond + w[..., 0] * (cond - uncond) + w[..., 1] * (cond - weak)
+    x_next = step[..., 0] * x + step[..., 1] * guide
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels compute in: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def per_sample(coefs: Tensor, column: int, ndim: int, dtype: torch.dtype) -> Tensor:
+    """Column `column` of a [2] or [B, 2] coefficient tensor, shaped to broadcast over [B, ...]."""
+    col = coefs[..., column].to(dtype)
+    return col.reshape(-1, *([1] * (ndim - 1))) if coefs.dim() == 2 else col
+
+
+def guided_step_reference(
+    x: Optional[Tensor],
+    cond: Tensor,
+    uncond: Optional[Tensor],
+    weak: Optional[Tensor],
+    weights: Tensor,
+    step: Optional[Tensor],
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """`x_next` (or `guide` when `step` is None), computed and returned in `dtype`."""
+    c = cond.to(dtype)
+    g = c
+    if uncond is not None:
+        g = g + per_sample(weights, 0, c.dim(), dtype) * (c - uncond.to(dtype))
+    if weak is not None:
+        g = g + per_sample(weights, 1, c.dim(), dtype) * (c - weak.to(dtype))
+    if step is None:
+        return g
+    return per_sample(step, 0, c.dim(), dtype) * x.to(dtype) + per_sample(step, 1, c.dim(), dtype) * g
+
+
+def guide_reference(cond: Tensor, uncond: Optional[Tensor], weak: Optional[Tensor], weights: Tensor,
+                    dtype: torch.dtype = torch.float64) -> Tensor:
+    return guided_step_reference(None, cond, uncond, weak, weights, None, dtype)
+
+
+def launch_torch(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Optional[Tensor],
+                 weak: Optional[Tensor], weights: Tensor, step: Optional[Tensor]) -> None:
+    """The `torch` backend, with the launchers' signature: writes the result into `out` (which may be `x`)."""
+    out.copy_(guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype)))

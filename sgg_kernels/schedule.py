@@ -1,0 +1,223 @@
+"""Guidance schedules: which guidance, how strong, where on the noise axis.
+
+A :class:`GuidanceSchedule` is a list of :class:`Segment`. Each segment adds one term to the step's
+weights ``(lam_cdg, lam_cag)``; overlapping segments add. Strengths are the *extra* strength
+``lam`` of ``v = v_c + lam * (v_c - v_weak)``. The constructors take each community's own scale:
+
+==============================  ===================================  ===============
+constructor argument            published form                       lam
+==============================  ===================================  ===============
+``cfg_scale`` / ``scale``       ``u + s * (c - u)`` (CFG, diffusers) ``s - 1``
+``cag_scale`` / ``w``           ``weak + w * (c - weak)`` (EDM2 AG)  ``w - 1``
+``skip_layer_guidance_scale``   ``... + s * (c - skip)`` (SD3 SLG)   ``s``
+==============================  ===================================  ===============
+
+Noise-level intervals are half-open, ``lo < t <= hi`` (t = 1 is noise), and a segment with
+``lo = 0`` also holds at t = 0. Step intervals are 1-indexed and inclusive.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+KINDS = ("cdg", "cag")
+UNITS = ("t", "step")
+SHAPES = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One guidance term: `kind` ('cdg' uses uncond, 'cag' the weak model), active on [lo, hi] in `unit`.
+
+    shape 'linear' gives lam + d_w * (1 - 2p) and 'cosine' lam + d_w * cos(pi p), where p runs from 0
+    at the segment's first step (highest t) to 1 at its last; a one-step segment has p = 0.
+    """
+
+    kind: str
+    lam: float
+    lo: float
+    hi: float
+    unit: str = "t"
+    shape: str = "constant"
+    d_w: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Segment.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.unit not in UNITS:
+            raise ValueError(f"Segment.unit must be one of {UNITS}, got {self.unit!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"Segment.shape must be one of {SHAPES}, got {self.shape!r}")
+        for name in ("lam", "lo", "hi", "d_w"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"Segment.{name} must be finite, got {getattr(self, name)}")
+        if self.d_w < 0:
+            raise ValueError(f"Segment.d_w must be >= 0, got {self.d_w}")
+        if self.lam - self.d_w < -1:
+            raise ValueError(f"Segment strength reaches {self.lam - self.d_w} < -1 (a scale below 0), which "
+                             "extrapolates past the weak prediction")
+        if self.lo > self.hi:
+            raise ValueError(f"Segment interval has lo={self.lo} > hi={self.hi}")
+        if self.unit == "t" and not (0 <= self.lo and self.hi <= 1):
+            raise ValueError(f"Segment noise interval [{self.lo}, {self.hi}] is outside [0, 1]")
+        if self.unit == "step" and (self.lo != int(self.lo) or self.hi != int(self.hi) or self.lo < 1):
+            raise ValueError(f"Segment step interval [{self.lo}, {self.hi}] must be whole steps from 1")
+
+    def strengths(self, timesteps: Tensor) -> Tensor:
+        """float64 [N]: this segment's lam at each step (0 where inactive)."""
+        n = timesteps.numel()
+        if self.unit == "step":
+            if self.hi > n:
+                raise ValueError(f"{self} ends at step {int(self.hi)} but the grid has {n} steps")
+            pos = torch.arange(1, n + 1, dtype=torch.float64)
+            active = (pos >= self.lo) & (pos <= self.hi)
+        else:
+            pos = timesteps.to(torch.float64)
+            above_lo = (pos > self.lo) | (pos == 0) if self.lo == 0 else pos > self.lo
+            active = above_lo & (pos <= self.hi)
+        span = self.hi - self.lo
+        zeros = torch.zeros(n, dtype=torch.float64)
+        if self.unit == "step":
+            p = (pos - self.lo) / span if span else zeros
+        else:
+            p = (self.hi - pos) / span if span else zeros
+        if self.shape == "linear":
+            lam = self.lam + self.d_w * (1 - 2 * p)
+        elif self.shape == "cosine":
+            lam = self.lam + self.d_w * torch.cos(math.pi * p)
+        else:
+            lam = torch.full((n,), self.lam, dtype=torch.float64)
+        return torch.where(active, lam, torch.zeros((), dtype=torch.float64))
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Per step, whether the unconditional and the weak-model predictions are needed."""
+
+    uncond: tuple[bool, ...]
+    weak: tuple[bool, ...]
+
+    @property
+    def evaluations_per_sample(self) -> int:
+        """Network evaluations per sample: cond at every step, plus what the schedule uses."""
+        return len(self.uncond) + sum(self.uncond) + sum(self.weak)
+
+
+def _as_timesteps(timesteps: Union[Tensor, Sequence[float]]) -> Tensor:
+    t = torch.as_tensor(timesteps, dtype=torch.float64).cpu() if not isinstance(timesteps, Tensor) else \
+        timesteps.detach().to("cpu", torch.float64)
+    if t.dim() != 1:
+        raise ValueError(f"timesteps must be 1-D (each step's current t), got shape {list(t.shape)}")
+    if not bool(torch.isfinite(t).all()) or bool(((t < 0) | (t > 1)).any()):
+        raise ValueError("timesteps must be finite noise levels in [0, 1] (t = 1 is noise)")
+    return t
+
+
+def _check_scale(name: str, value: float, minimum: float = 0.0) -> float:
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class GuidanceSchedule:
+    """A sum of guidance segments; `weights()` gives the per-step (lam_cdg, lam_cag) table."""
+
+    segments: tuple[Segment, ...] = ()
+
+    def __add__(self, other: "GuidanceSchedule") -> "GuidanceSchedule":
+        return GuidanceSchedule(self.segments + other.segments)
+
+    def weights(self, timesteps: Union[Tensor, Sequence[float]]) -> Tensor:
+        """float32 [N, 2] of (lam_cdg, lam_cag) for steps whose current noise levels are `timesteps`."""
+        t = _as_timesteps(timesteps)
+        table = torch.zeros(t.numel(), 2, dtype=torch.float64)
+        for seg in self.segments:
+            table[:, KINDS.index(seg.kind)] += seg.strengths(t)
+        return table.to(torch.float32)
+
+    def plan(self, timesteps: Union[Tensor, Sequence[float]]) -> EvaluationPlan:
+        """Which predictions each step needs: uncond where lam_cdg != 0, weak where lam_cag != 0."""
+        needed = self.weights(timesteps) != 0
+        return EvaluationPlan(tuple(needed[:, 0].tolist()), tuple(needed[:, 1].tolist()))
+
+    # Constructors, each in its community's own scale (see the module docstring).
+    @classmethod
+    def cfg(cls, scale: float) -> "GuidanceSchedule":
+        """Classifier-free guidance at every step: u + scale * (c - u)."""
+        return cls((Segment("cdg", _check_scale("scale", scale) - 1, 0.0, 1.0),))
+
+    @classmethod
+    def autoguidance(cls, w: float) -> "GuidanceSchedule":
+        """EDM2 AutoGuidance at every step: weak + w * (c - weak)."""
+        return cls((Segment("cag", _check_scale("w", w) - 1, 0.0, 1.0),))
+
+    @classmethod
+    def interval(cls, scale: float, t_lo: float, t_hi: float) -> "GuidanceSchedule":
+        """Limited-interval CFG (Kynkaanniemi et al. 2024): CFG at `scale` where t_lo < t <= t_hi."""
+        return cls((Segment("cdg", _check_scale("scale", scale) - 1, t_lo, t_hi),))
+
+    @classmethod
+    def sgg(cls, cfg_scale: float, cag_scale: float, boundary: float) -> "GuidanceSchedule":
+        """SGG: CFG at `cfg_scale` where t > boundary, weak-model guidance at `cag_scale` where t <= boundary."""
+        if not 0 <= boundary <= 1:
+            raise ValueError(f"boundary must lie in [0, 1], got {boundary}")
+        return cls((Segment("cdg", _check_scale("cfg_scale", cfg_scale) - 1, boundary, 1.0),
+                    Segment("cag", _check_scale("cag_scale", cag_scale) - 1, 0.0, boundary)))
+
+    @classmethod
+    def from_sd3_args(
+        cls,
+        num_inference_steps: int = 28,
+        guidance_scale: float = 4.5,
+        cfg_guidance_start: int = 1,
+        cfg_guidance_end: int = 14,
+        use_segmented_guidance: bool = True,
+        skip_layer_guidance_scale: float = 3.0,
+        skip_layer_guidance_start: int = 15,
+        skip_layer_guidance_end: int = 28,
+        cfg_schedule: str = "constant",
+        cfg_d_w: float = 0.0,
+        slg_schedule: str = "constant",
+        slg_d_w: float = 0.0,
+    ) -> "GuidanceSchedule":
+        """The official SD3/SD3.5 SGG pipeline's per-step rule (PAPER.md), with 1-indexed inclusive steps.
+
+        CFG (lam = guidance_scale - 1) on [cfg_guidance_start, cfg_guidance_end] when guidance_scale > 1;
+        skip-layer guidance (lam = skip_layer_guidance_scale) on its own range when use_segmented_guidance.
+        The ranges are independent and may overlap. Schedules 'linear' (with d_w) and 'cosine' vary the
+        scale across each range; 'constant' ignores d_w.
+        """
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+
+        def steps(prefix: str, start, end) -> tuple[int, int]:
+            for name, v in ((f"{prefix}_start", start), (f"{prefix}_end", end)):
+                if not isinstance(v, int) or not 1 <= v <= num_inference_steps:
+                    raise ValueError(f"{name} must be a step index in [1, {num_inference_steps}], got {v!r}")
+            if start > end:
+                raise ValueError(f"{prefix}_start={start} is after {prefix}_end={end}")
+            return start, end
+
+        def shape(name: str, value: str, d_w: float) -> tuple[str, float]:
+            if value not in SHAPES:
+                raise ValueError(f"{name} must be one of {SHAPES}, got {value!r}")
+            return value, (_check_scale(name.replace("schedule", "d_w"), d_w) if value != "constant" else 0.0)
+
+        segments = []
+        if guidance_scale > 1:
+            lo, hi = steps("cfg_guidance", cfg_guidance_start, cfg_guidance_end)
+            kind, d_w = shape("cfg_schedule", cfg_schedule, cfg_d_w)
+            segments.append(Segment("cdg", guidance_scale - 1, lo, hi, "step", kind, d_w))
+        if use_segmented_guidance:
+            lo, hi = steps("skip_layer_guidance", skip_layer_guidance_start, skip_layer_guidance_end)
+            kind, d_w = shape("slg_schedule", slg_schedule, slg_d_w)
+            lam = _check_scale("skip_layer_guidance_scale", skip_layer_guidance_scale)
+            segments.append(Segment("cag", lam, lo, hi, "step", kind, d_w))
+        return cls(tuple(segments))
