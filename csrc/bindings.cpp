@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "cpu/guidance_cpu.h"
+#include "cpu/w2s_loss_cpu.h"
 
 namespace {
 
@@ -23,6 +24,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("guided_step_cpu", &sgg::cpu::guided_step_cpu, "out = step_a*x + step_b*guide(...) on CPU",
         py::arg("out"), py::arg("x"), py::arg("cond"), py::arg("uncond"), py::arg("weak"), py::arg("weights"),
         py::arg("step"));
+  sgg::cpu::register_w2s_loss(m);
   m.def("cpu_capability", &cpu_capability, "SIMD level used by the dense CPU kernel");
   m.def("set_cpu_capability", &set_cpu_capability, "force a SIMD level (default, avx2, avx512)");
 }

@@ -55,3 +55,45 @@ def launch_torch(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Optiona
                  weak: Optional[Tensor], weights: Tensor, step: Optional[Tensor]) -> None:
     """The `torch` backend, with the launchers' signature: writes the result into `out` (which may be `x`)."""
     out.copy_(guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype)))
+
+
+# ---- training-time W2S objective (sgg.w2s_loss) ----
+#
+#   loss_b = mean((v - u - lam_b * sg(v - weak))^2) + rho_vm_b * mean((v - mid)^2) + rho_mu_b * mean((mid - u)^2)
+#
+# coefs = (lam, rho_vm, rho_mu), float32 [3] or [B, 3]; an absent weak drops the lam term, an absent
+# mid drops both rho terms. Means run over each sample's elements; sg is stop-gradient.
+
+def w2s_loss_reference(v: Tensor, u: Tensor, weak: Optional[Tensor], mid: Optional[Tensor], coefs: Tensor,
+                       dtype: torch.dtype = torch.float64) -> Tensor:
+    """Per-sample losses [B] in `dtype`; differentiable, with gradients where the objective gives them."""
+    batch, ndim = v.shape[0], v.dim()
+    v_, u_ = v.to(dtype), u.to(dtype)
+    resid = v_ - u_
+    if weak is not None:
+        resid = resid - per_sample(coefs, 0, ndim, dtype) * (v_ - weak.to(dtype)).detach()
+    loss = resid.square()
+    if mid is not None:
+        m = mid.to(dtype)
+        loss = loss + per_sample(coefs, 1, ndim, dtype) * (v_ - m).square() \
+                    + per_sample(coefs, 2, ndim, dtype) * (m - u_).square()
+    return loss.reshape(batch, -1).mean(1)
+
+
+def w2s_loss_grads_reference(grad: Tensor, v: Tensor, u: Tensor, weak: Optional[Tensor], mid: Optional[Tensor],
+                             coefs: Tensor, dtype: torch.dtype = torch.float64) -> tuple:
+    """(grad_v, grad_mid or None) of sum(grad * w2s_loss_reference(...)), in `dtype`; the closed form the kernels use."""
+    batch, ndim = v.shape[0], v.dim()
+    n = v.numel() // batch if batch else 1
+    scale = (grad.to(dtype) * (2.0 / n)).reshape(-1, *([1] * (ndim - 1)))
+    v_, u_ = v.to(dtype), u.to(dtype)
+    resid = v_ - u_
+    if weak is not None:
+        resid = resid - per_sample(coefs, 0, ndim, dtype) * (v_ - weak.to(dtype))
+    if mid is None:
+        return scale * resid, None
+    m = mid.to(dtype)
+    v_minus_mid = v_ - m
+    rho_vm = per_sample(coefs, 1, ndim, dtype)
+    grad_mid = per_sample(coefs, 2, ndim, dtype) * (m - u_) - rho_vm * v_minus_mid
+    return scale * (resid + rho_vm * v_minus_mid), scale * grad_mid

@@ -1,0 +1,101 @@
+"""`W2SLoss`: the training-time weak-to-strong objective, a drop-in for the MSE loss of a flow-matching step.
+
+    loss_fn = W2SLoss(weak_type="segmented", w_scale=0.6, weak_loss_ratio=0.2)
+    loss = loss_fn(v, u, t, weak=v_null.detach(), mid=v_mid)        # instead of F.mse_loss(v, u)
+
+The options mirror the reference SiT training code (PAPER.md, "Training-time migration"). With
+lam = w_scale * progress**weak_alpha and rho = weak_loss_ratio, the per-sample loss is
+
+    none       mean((v - u)^2)
+    uncond     mean((v - (u + lam * sg(v - weak)))^2)          weak = v(x_t, t, null)
+    layerskip  the same, weak = the prediction with a block skipped
+    separate   the same, weak = a separate weak model's prediction
+    branch     mean((v - (u + lam * sg(v - mid)))^2) + rho * mean((mid - u)^2)     mid = early-exit head
+    segmented  by each sample's t: the uncond form for guidance_low <= t <= guidance_high;
+               mean((v - u)^2) + rho * mean((v - mid)^2) below guidance_low (gradient to v and mid);
+               mean((v - u)^2) above guidance_high
+
+It computes all of that in one fused op, torch.ops.sgg.w2s_loss (sgg_kernels/w2s_loss.py).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .w2s_loss import w2s_loss
+
+# The operands each variant reads besides pred and target.
+OPERANDS = {
+    "none": (), "uncond": ("weak",), "layerskip": ("weak",), "separate": ("weak",), "branch": ("mid",),
+    "segmented": ("weak", "mid"),
+}
+
+
+def _check_option(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"W2SLoss: {name} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+class W2SLoss(torch.nn.Module):
+    """The W2S objective; call it as loss_fn(pred, target, t, weak=..., mid=..., progress=...)."""
+
+    def __init__(self, weak_type: str = "none", w_scale: float = 0.6, weak_loss_ratio: float = 0.2,
+                 guidance_low: float = 0.2, guidance_high: float = 0.8, weak_alpha: float = 0.0,
+                 reduction: str = "mean"):
+        super().__init__()
+        if weak_type not in OPERANDS:
+            raise ValueError(f"W2SLoss: weak_type must be one of {', '.join(OPERANDS)}, got {weak_type!r}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"W2SLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.weak_type, self.reduction = weak_type, reduction
+        self.w_scale = _check_option("w_scale", w_scale)
+        self.weak_loss_ratio = _check_option("weak_loss_ratio", weak_loss_ratio)
+        self.guidance_low = _check_option("guidance_low", guidance_low, 0.0, 1.0)
+        self.guidance_high = _check_option("guidance_high", guidance_high, 0.0, 1.0)
+        if self.guidance_low > self.guidance_high:
+            raise ValueError(f"W2SLoss: guidance_low ({guidance_low}) must not exceed guidance_high ({guidance_high})")
+        self.weak_alpha = _check_option("weak_alpha", weak_alpha)
+
+    def extra_repr(self) -> str:
+        return (f"weak_type={self.weak_type!r}, w_scale={self.w_scale}, weak_loss_ratio={self.weak_loss_ratio}, "
+                f"guidance_low={self.guidance_low}, guidance_high={self.guidance_high}, weak_alpha={self.weak_alpha}")
+
+    def strength(self, progress: float = 1.0) -> float:
+        """lam = w_scale * progress**weak_alpha, progress = the fraction of training done (0**0 = 1)."""
+        return self.w_scale * _check_option("progress", progress, 0.0, 1.0) ** self.weak_alpha
+
+    def coefficients(self, t: Optional[Tensor], batch: int, device: torch.device, progress: float = 1.0) -> Tensor:
+        """The op's (lam, rho_vm, rho_mu): float32 [3], or [B, 3] from t for the segmented variant."""
+        lam, rho = self.strength(progress), self.weak_loss_ratio
+        if self.weak_type != "segmented":
+            shared = {"none": (0.0, 0.0, 0.0), "branch": (lam, 0.0, rho)}.get(self.weak_type, (lam, 0.0, 0.0))
+            return torch.tensor(shared, dtype=torch.float32, device=device)
+        if not isinstance(t, Tensor) or t.shape != (batch,) or not t.is_floating_point() or t.device != device:
+            got = f"shape {list(t.shape)}, {t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"W2SLoss(segmented): t must be a floating tensor of shape [{batch}] on {device}, got {got}")
+        inside = ((t >= self.guidance_low) & (t <= self.guidance_high)).float()
+        below = (t < self.guidance_low).float()
+        return torch.stack([lam * inside, rho * below, torch.zeros_like(inside)], dim=1)
+
+    def forward(self, pred: Tensor, target: Tensor, t: Optional[Tensor] = None, weak: Optional[Tensor] = None,
+                mid: Optional[Tensor] = None, progress: Union[float, int] = 1.0) -> Tensor:
+        given = {"weak": weak, "mid": mid}
+        needed = OPERANDS[self.weak_type]
+        for name, tensor in given.items():
+            if (tensor is None) == (name in needed):
+                problem = "needs" if tensor is None else "does not use"
+                raise ValueError(f"W2SLoss(weak_type={self.weak_type!r}) {problem} the `{name}` prediction")
+        for name, tensor in (("target", target), *given.items()):
+            if tensor is not None and (tensor.shape != pred.shape or tensor.device != pred.device):
+                raise ValueError(f"W2SLoss: {name} has shape {list(tensor.shape)} on {tensor.device} but pred has "
+                                 f"shape {list(pred.shape)} on {pred.device}")
+        coefs = self.coefficients(t, pred.shape[0], pred.device, progress)
+        # branch: the early-exit head is both the stop-gradient weak signal and the rho term's operand.
+        losses = torch.ops.sgg.w2s_loss(pred, target, mid if self.weak_type == "branch" else weak, mid, coefs)
+        if self.reduction == "none":
+            return losses
+        return losses.sum() if self.reduction == "sum" else losses.mean()
