@@ -174,7 +174,13 @@ def _backward(ctx, grad):
     return grad_v, None, None, grad_mid if mid is not None else None, None
 
 
+def _double_backward(ctx, grad_v, grad_mid):
+    raise RuntimeError("sgg.w2s_loss: double backward (create_graph=True through the loss) is not supported")
+
+
 torch.library.register_autograd("sgg::w2s_loss", _backward, setup_context=_setup_context)
+# Registered so that a second-order use fails loudly instead of silently treating grads as constants.
+torch.library.register_autograd("sgg::w2s_loss_backward", _double_backward)
 # Under autocast the loss runs in float32, the policy autocast applies to mse_loss.
 for _device in ("cpu", "cuda"):
     torch.library.register_autocast("sgg::w2s_loss", _device, torch.float32)
