@@ -209,3 +209,11 @@ def test_ramp_strength_and_segment_coefficients():
     coefs = loss_fn.coefficients(torch.tensor([0.1, 0.2, 0.5, 0.8, 0.9]), 5, torch.device("cpu"), progress=0.5)
     expected = [[0, 0.3, 0], [0.125, 0, 0], [0.125, 0, 0], [0.125, 0, 0], [0, 0, 0]]
     torch.testing.assert_close(coefs, torch.tensor(expected))
+
+
+def test_fused_forward_backward_needs_at_most_one_v_of_scratch_memory():
+    from benchmarks.w2s_loss_memory import eager, peak_extra_bytes
+    v, u, weak, mid, coefs = op_args(torch.float32, shape=(4, 3, 1000))
+    v_bytes = v.numel() * v.element_size()
+    assert peak_extra_bytes(torch.ops.sgg.w2s_loss, v, u, weak, mid, coefs) <= v_bytes
+    assert peak_extra_bytes(eager, v, u, weak, mid, coefs) > v_bytes  # the tracker does see allocations
