@@ -94,7 +94,7 @@ class GuidanceTables:
         return self.grid.numel() - 1
 
     def active(self, i: int) -> str:
-        """The guidance active at step i, for error messages."""
+        """The guidance active at step i (0-based), for error messages."""
         kinds = [k for k, on in (("cdg", self.plan.uncond[i]), ("cag", self.plan.weak[i])) if on]
         return "+".join(kinds) or "no guidance"
 
@@ -128,33 +128,35 @@ class _Evaluator:
         self.cond_and_null = None
         self.nfe = 0
 
-    def _run(self, fn, x: Tensor, t: Tensor, cond: Any, where: str) -> Tensor:
+    def _run(self, fn, x: Tensor, t: Tensor, cond: Any, where: str, what: str) -> Tensor:
         out = fn(x, t.expand(x.shape[0]), cond)
         self.nfe += x.shape[0]
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"{where}: the model returned {got}, expected shape {list(x.shape)} (the shape of x)")
+            raise ValueError(f"{where}: the {what} prediction has shape {got}, expected {list(x.shape)} (the shape "
+                             "of its input x)")
         if out.dtype != x.dtype:
-            raise TypeError(f"{where}: the model returned dtype {out.dtype} but x is {x.dtype}; "
+            raise TypeError(f"{where}: the {what} prediction has dtype {out.dtype} but x is {x.dtype}; "
                             "give noise (or dtype) in the model's dtype")
         return out
 
     def __call__(self, i: int, x: Tensor, t: Tensor, t_value: float, label: str = ""):
         """(cond, uncond or None, weak or None) at step i's plan, evaluated at (x, t)."""
         need_uncond, need_weak = self.tables.plan.uncond[i], self.tables.plan.weak[i]
-        where = f"step {i}{label} (t={t_value:.4g}, {self.tables.active(i)})"
+        where = f"step {i + 1}/{self.tables.num_steps}{label} (t={t_value:.4g}, {self.tables.active(i)})"
         uncond = weak = None
         if need_uncond and self.batch:
             if self.cond_and_null is None:
                 self.cond_and_null = _concat_conditions(self.cond, self.null_cond)
-            both = self._run(self.model, torch.cat([x, x]), t, self.cond_and_null, where)
+            both = self._run(self.model, torch.cat([x, x]), t, self.cond_and_null, where,
+                             "batched cond+uncond")
             cond, uncond = both.chunk(2)  # views: the op reads them in place
         else:
-            cond = self._run(self.model, x, t, self.cond, where)
+            cond = self._run(self.model, x, t, self.cond, where, "cond")
             if need_uncond:
-                uncond = self._run(self.model, x, t, self.null_cond, where)
+                uncond = self._run(self.model, x, t, self.null_cond, where, "uncond")
         if need_weak:
-            weak = self._run(self.weak_model, x, t, self.cond, where)
+            weak = self._run(self.weak_model, x, t, self.cond, where, "weak")
         if self.check_finite:
             for name, v in (("cond", cond), ("uncond", uncond), ("weak", weak)):
                 if v is not None and not bool(torch.isfinite(v).all()):
@@ -197,7 +199,7 @@ def sample(model: Model, cond: Any, schedule: GuidanceSchedule, *, noise: Option
     for name, needed, given in (("null_cond", any(plan.uncond), null_cond), ("weak_model", any(plan.weak), weak_model)):
         if needed and given is None:
             steps = plan.uncond if name == "null_cond" else plan.weak
-            raise ValueError(f"the schedule uses {name} (first at step {steps.index(True)}) but none was given")
+            raise ValueError(f"the schedule uses {name} (first at step {steps.index(True) + 1} of {tables.num_steps}) but none was given")
     evaluate = _Evaluator(model, weak_model, cond, null_cond, tables, batch_cond_uncond, check_finite)
     t_device = tables.grid.to(x.device, torch.float32)
     half = tables.euler * torch.tensor([1.0, 0.5], device=x.device)  # Heun's (1, h / 2)
