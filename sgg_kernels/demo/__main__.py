@@ -1,0 +1,89 @@
+"""python -m sgg_kernels.demo: the paper's synthetic weak-to-strong study on CPU.
+
+    python -m sgg_kernels.demo                                   # both regimes, small sweep, out/demo
+    python -m sgg_kernels.demo --regime shallow --sweep full --out /tmp/study --retrain
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import torch
+
+from .study import HIGH_NOISE, REGIMES, SWEEPS, StudyResult, run_regime
+
+COLUMNS = ("regime", "method", "settings", "NFE", "SW", "SW/cls", "logp", "cover", "off%", "verr>", "verr<=")
+
+
+def table_rows(regime: str, result: StudyResult) -> list[tuple]:
+    """One tuple per row: overall metrics, the mean per-class SW, and the velocity errors."""
+    out = []
+    for r in result.rows:
+        per_class = [v["sw"] for k, v in r.quality.items() if k != "all"]
+        q = r.quality["all"]
+        out.append((regime, r.method, r.settings, f"{r.nfe:g}", f"{q['sw']:.3f}", f"{sum(per_class) / len(per_class):.3f}",
+                    f"{q['logp']:.2f}", f"{q['cover']:.3f}", f"{100 * q['off']:.1f}", f"{r.verr_hi:.3f}",
+                    f"{r.verr_lo:.3f}"))
+    return out
+
+
+def print_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(COLUMNS, *rows)]
+    for row in (COLUMNS, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def write_csv(path: Path, regime: str, result: StudyResult) -> None:
+    """Every metric, per class and overall, one line per (method, group)."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(("regime", "method", "settings", "nfe", "group", "sw", "logp", "cover", "off",
+                        "verr_hi", "verr_lo"))
+        for r in result.rows:
+            for group, q in r.quality.items():
+                w.writerow((regime, r.method, r.settings, r.nfe, group, q["sw"], q["logp"], q["cover"], q["off"],
+                            r.verr_hi, r.verr_lo))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sgg_kernels.demo", description=__doc__.splitlines()[0])
+    p.add_argument("--regime", choices=(*REGIMES, "both"), default="both")
+    p.add_argument("--sweep", choices=tuple(SWEEPS), default="small")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="directory for the PNGs and results.csv")
+    p.add_argument("--steps", type=int, default=32, help="Euler steps per sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retrain", action="store_true", help="train the models again instead of using the cache")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; the demo's tensors are small, and on 2 busy cores one thread trained "
+                        "18x faster than two (13 ms vs 236 ms a step)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from .figures import plot_samples, plot_velocity_errors  # matplotlib: the [demo] extra
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.csv").unlink(missing_ok=True)
+    rows = []
+    for name in REGIMES if args.regime == "both" else (args.regime,):
+        start = time.perf_counter()
+        result = run_regime(name, args.sweep, retrain=args.retrain, num_steps=args.steps, seed=args.seed,
+                            progress=not args.no_progress)
+        plot_samples(result, f"{name}: {REGIMES[name].description}", args.out / f"{name}_samples.png")
+        plot_velocity_errors(result, f"{name}: {REGIMES[name].description}", args.out / f"{name}_velocity_error.png")
+        write_csv(args.out / "results.csv", name, result)
+        rows += table_rows(name, result)
+        print(f"{name}: {REGIMES[name].description}, {time.perf_counter() - start:.0f} s")
+    print(f"\nSW: sliced Wasserstein to exact samples (overall; mean over classes). logp: mean exact log-density "
+          f"(precision). cover: fraction of mixture components reached (recall). off%: samples outside every "
+          f"99.9% component ellipse. verr>, verr<=: mean |v - v*|^2 vs the ideal class velocity for "
+          f"t > {HIGH_NOISE} and t <= {HIGH_NOISE}.\n")
+    print_table(rows)
+    print(f"\nfigures and results.csv in {args.out}/")
+
+
+if __name__ == "__main__":
+    main()
