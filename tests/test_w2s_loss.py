@@ -212,7 +212,7 @@ def test_ramp_strength_and_segment_coefficients():
 
 
 def test_fused_forward_backward_needs_at_most_one_v_of_scratch_memory():
-    from benchmarks.w2s_loss_memory import eager, peak_extra_bytes
+    from benchmarks.w2s_loss_bench import eager, peak_extra_bytes
     v, u, weak, mid, coefs = op_args(torch.float32, shape=(4, 3, 1000))
     v_bytes = v.numel() * v.element_size()
     assert peak_extra_bytes(torch.ops.sgg.w2s_loss, v, u, weak, mid, coefs) <= v_bytes

@@ -1,6 +1,7 @@
-"""Peak extra memory of one forward+backward of the W2S loss: the fused op against the eager formulation.
+"""Peak extra memory and median time of one forward+backward of the W2S loss: the fused op against the
+eager formulation, on CPU (the device of the tensors; pass --device cuda on a GPU machine).
 
-    PYTHONPATH=$PWD python benchmarks/w2s_loss_memory.py [--shape 32 4 32 32] [--dtype float32]
+    PYTHONPATH=$PWD python benchmarks/w2s_loss_bench.py [--shape 32 4 32 32] [--dtype float32]
 
 A TorchDispatchMode records every tensor that an op returns, and when its TensorImpl dies (torch
 keeps a tensor's Python object alive as long as the C++ tensor lives). Memory that an op allocates
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import weakref
+
+from torch.utils import benchmark
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -72,6 +75,13 @@ def peak_extra_bytes(loss_fn, v, u, weak, mid, coefs) -> int:
     return timeline.peak_excluding(grads)
 
 
+def median_seconds(loss_fn, v, u, weak, mid, coefs) -> float:
+    v, mid = (x.detach().clone().requires_grad_(True) for x in (v, mid))
+    timer = benchmark.Timer("loss_fn(v, u, weak, mid, coefs).mean().backward()",
+                            globals=dict(loss_fn=loss_fn, v=v, u=u, weak=weak, mid=mid, coefs=coefs))
+    return timer.blocked_autorange(min_run_time=1.0).median
+
+
 def eager(v, u, weak, mid, coefs):
     """The same objective as plain PyTorch ops, in the accumulation dtype (the reference formula)."""
     return w2s_loss_reference(v, u, weak, mid, coefs, accumulation_dtype(v.dtype))
@@ -81,17 +91,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[32, 4, 32, 32], help="v's shape (SiT-B/2 latents)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    v, u, weak, mid = (torch.randn(args.shape, dtype=dtype) for _ in range(4))
-    t = torch.rand(args.shape[0])
+    v, u, weak, mid = (torch.randn(args.shape, dtype=dtype, device=args.device) for _ in range(4))
+    t = torch.rand(args.shape[0], device=args.device)
     coefs = sgg_kernels.W2SLoss("segmented").coefficients(t, args.shape[0], v.device)
     v_bytes = v.numel() * v.element_size()
-    print(f"segmented W2S loss, v {list(v.shape)} {args.dtype} ({v_bytes / 2**20:.2f} MiB); peak memory beyond "
-          "inputs and gradients during forward+backward:")
+    print(f"segmented W2S loss, v {list(v.shape)} {args.dtype} on {args.device} ({v_bytes / 2**20:.2f} MiB), "
+          f"forward+backward, {torch.get_num_threads()} threads: peak memory beyond inputs and gradients; median time")
+    times = {}
     for name, fn in (("fused sgg.w2s_loss", torch.ops.sgg.w2s_loss), ("eager PyTorch", eager)):
         peak = peak_extra_bytes(fn, v, u, weak, mid, coefs)
-        print(f"  {name:20s} {peak / 2**10:10.1f} KiB = {peak / v_bytes:6.3f} x size of v")
+        times[name] = median_seconds(fn, v, u, weak, mid, coefs)
+        print(f"  {name:20s} {peak / 2**10:10.1f} KiB = {peak / v_bytes:6.3f} x size of v; {times[name] * 1e3:8.3f} ms")
+    print(f"  eager / fused time: {times['eager PyTorch'] / times['fused sgg.w2s_loss']:.2f}")
 
 
 if __name__ == "__main__":
