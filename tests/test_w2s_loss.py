@@ -123,6 +123,18 @@ def test_strided_inputs_multi_chunk_samples_and_determinism():
     assert torch.equal(first, torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs))
 
 
+def test_cpu_loss_does_not_depend_on_the_thread_count():
+    v, u, weak, mid, coefs = op_args(torch.float32, shape=(2, 50000), seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(one, torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_empty_batch_gives_empty_losses():
     v = torch.empty(0, 3)
     assert torch.ops.sgg.w2s_loss(v, v, None, v, torch.zeros(3)).shape == (0,)
