@@ -93,6 +93,9 @@ class W2SLoss(torch.nn.Module):
             if tensor is not None and (tensor.shape != pred.shape or tensor.device != pred.device):
                 raise ValueError(f"W2SLoss: {name} has shape {list(tensor.shape)} on {tensor.device} but pred has "
                                  f"shape {list(pred.shape)} on {pred.device}")
+            if tensor is not None and tensor.dtype != pred.dtype and not torch.is_autocast_enabled(pred.device.type):
+                raise TypeError(f"W2SLoss: {name} has dtype {tensor.dtype} but pred has {pred.dtype}; cast them to one "
+                                "dtype or run under torch.autocast, which computes the loss in float32")
         coefs = self.coefficients(t, pred.shape[0], pred.device, progress)
         # branch: the early-exit head is both the stop-gradient weak signal and the rho term's operand.
         losses = torch.ops.sgg.w2s_loss(pred, target, mid if self.weak_type == "branch" else weak, mid, coefs)

@@ -202,6 +202,7 @@ def test_autocast_with_bfloat16_predictions():
     (lambda a: W2SLoss("uncond")(a, a), "needs the `weak` prediction"),
     (lambda a: W2SLoss("none")(a, a, mid=a), "does not use the `mid` prediction"),
     (lambda a: W2SLoss("separate")(a, a[:1], weak=a), "target has shape"),
+    (lambda a: W2SLoss("separate")(a, a, weak=a.double()), "weak has dtype torch.float64 but pred has"),
     (lambda a: W2SLoss("segmented")(a, a, torch.rand(2), weak=a, mid=a), "t must be a floating tensor of shape [3]"),
     (lambda a: W2SLoss("uncond")(a, a, weak=a, progress=1.5), "progress must be"),
     (lambda a: W2SLoss("cfg"), "weak_type must be one of"),
