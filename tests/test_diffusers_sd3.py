@@ -55,9 +55,11 @@ def sgg_pipe(pipe):
 @pytest.fixture(scope="module")
 def embeds():
     g = torch.Generator().manual_seed(1)
-    return dict(prompt_embeds=torch.randn(2, 5, 16, generator=g), negative_prompt_embeds=torch.randn(2, 5, 16, generator=g),
-                pooled_prompt_embeds=torch.randn(2, 16, generator=g),
-                negative_pooled_prompt_embeds=torch.randn(2, 16, generator=g))
+    sequence, pooled = (2, 5, 16), (2, 16)  # batch 2, 5 tokens, joint_attention_dim 16
+    return dict(prompt_embeds=torch.randn(sequence, generator=g),
+                negative_prompt_embeds=torch.randn(sequence, generator=g),
+                pooled_prompt_embeds=torch.randn(pooled, generator=g),
+                negative_pooled_prompt_embeds=torch.randn(pooled, generator=g))
 
 
 class CountSamples:
@@ -109,8 +111,8 @@ def reference_sgg(pipe, latents, embeds, args):
                           pooled_projections=pooled, return_dict=False)[0]
         start, end = args["skip_layer_guidance_start"], args["skip_layer_guidance_end"]
         if args["use_segmented_guidance"] and start <= i <= end:
-            v_skip = run(hidden_states=x, timestep=t.expand(len(x)), encoder_hidden_states=pos, pooled_projections=pooled,
-                         skip_layers=args["skip_guidance_layers"], return_dict=False)[0]
+            v_skip = run(hidden_states=x, timestep=t.expand(len(x)), encoder_hidden_states=pos,
+                         pooled_projections=pooled, skip_layers=args["skip_guidance_layers"], return_dict=False)[0]
             v = v + scale_at(i, args["skip_layer_guidance_scale"], start, end, args["slg_schedule"],
                              args["slg_d_w"]) * (v_c - v_skip)
         x = scheduler.step(v, t, x, return_dict=False)[0]
