@@ -177,12 +177,21 @@ def test_bf16_close_to_reference_loop(pipe, embeds):
     assert (got.float() - expected.float()).abs().max() <= 2 * ulp
 
 
-def test_defaults_are_the_paper_setting(sgg_pipe, embeds):
+def test_defaults_are_the_paper_setting_and_callbacks_see_each_step(sgg_pipe, embeds):
     latents = initial_latents(seed=4)
     default = sgg_pipe(**embeds, height=SIZE, width=SIZE, latents=latents, output_type="latent").images
     explicit = sgg_pipe(**embeds, **PAPER, height=SIZE, width=SIZE, num_inference_steps=STEPS, latents=latents,
                         output_type="latent").images
     assert torch.equal(default, explicit)
+    seen = []  # with a callback each step writes a new tensor, so the ones it was shown stay intact
+
+    def keep(pipe, i, t, tensors):
+        seen.append(tensors["latents"])
+        return tensors
+    with_callback = sgg_pipe(**embeds, height=SIZE, width=SIZE, latents=latents, output_type="latent",
+                             callback_on_step_end=keep).images
+    assert torch.equal(with_callback, default) and torch.equal(seen[-1], default)
+    assert len(seen) == STEPS and not torch.equal(seen[0], seen[1])
 
 
 def test_guided_step_replaces_guidance_and_scheduler_step():

@@ -89,8 +89,9 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
     """StableDiffusion3Pipeline with weak-to-strong segmented guidance (SGG).
 
     Build it from a loaded pipe with ``StableDiffusion3SGGPipeline(**pipe.components)`` (the same
-    modules; ``from_pipe`` would cast them to float32 unless given ``torch_dtype``). Arguments are the official SGG pipeline's; step indices are 1-indexed and inclusive. Unset
-    ranges follow the paper's split: CFG on steps 1..N//2, skip-layer guidance on N//2+1..N.
+    modules; ``from_pipe`` would cast them to float32 unless given ``torch_dtype``). Arguments are
+    the official SGG pipeline's; step indices are 1-indexed and inclusive. Unset ranges follow the
+    paper's split: CFG on steps 1..N//2, skip-layer guidance on N//2+1..N.
     ``guidance_schedule`` replaces all the guidance arguments with any GuidanceSchedule (its
     'cag' segments use the skip-layer pass). IP-Adapter inputs are not supported, and
     ``callback_on_step_end`` receives ``latents`` only.
