@@ -66,11 +66,14 @@ def plain_loop(velocity, x, grid, solver):
 @pytest.mark.parametrize("grid", ["uniform", "sd3"])
 def test_unguided_and_constant_guidance_reach_the_exact_gaussian(grid):
     cond, null, noise = problem()
-    lam_cdg, lam_cag, mean_weak = 1.5, 0.5, cond * 0.3
-    # cond + lam_cdg (cond - 0) + lam_cag (cond - 0.3 cond): the guided mean, as v is linear in mu.
+    lam_cdg, lam_cag = 1.5, 0.5
+    # The uncond target has mean 0 (null = 0) and the weak one 0.3 * cond, all of width S_DATA, so the
+    # guided target has mean cond + lam_cdg (cond - 0) + lam_cag (cond - 0.3 cond).
     guided_mean = cond * (1 + lam_cdg + lam_cag * 0.7)
     schedule = GuidanceSchedule.cfg(1 + lam_cdg) + GuidanceSchedule.autoguidance(1 + lam_cag)
-    weak = lambda x, t, c: gaussian_velocity(x, t, 0.3 * c, S_DATA)  # noqa: E731
+
+    def weak(x, t, c):
+        return gaussian_velocity(x, t, 0.3 * c, S_DATA)
     errors = {}
     for solver in ("euler", "heun"):
         for steps in (16, 64):

@@ -12,7 +12,7 @@ Needs the ``diffusers`` extra (``pip install .[diffusers]``); ``import sgg_kerne
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
