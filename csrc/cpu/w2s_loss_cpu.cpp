@@ -163,10 +163,11 @@ void w2s_loss_backward_cpu(const at::Tensor& grad_v, const std::optional<at::Ten
 void register_w2s_loss(pybind11::module& m) {
   m.def("w2s_loss_forward_cpu", &w2s_loss_forward_cpu, "per-sample W2S losses into loss [B] on CPU",
         pybind11::arg("loss"), pybind11::arg("v"), pybind11::arg("u"), pybind11::arg("weak"), pybind11::arg("mid"),
-        pybind11::arg("coefs"));
+        pybind11::arg("coefs"), pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("w2s_loss_backward_cpu", &w2s_loss_backward_cpu, "grad_v and grad_mid of the W2S loss on CPU",
         pybind11::arg("grad_v"), pybind11::arg("grad_mid"), pybind11::arg("grad"), pybind11::arg("v"),
-        pybind11::arg("u"), pybind11::arg("weak"), pybind11::arg("mid"), pybind11::arg("coefs"));
+        pybind11::arg("u"), pybind11::arg("weak"), pybind11::arg("mid"), pybind11::arg("coefs"),
+        pybind11::call_guard<pybind11::gil_scoped_release>());  // as guided_step_cpu: other Python threads run meanwhile
 }
 
 }  // namespace sgg::cpu
