@@ -254,3 +254,37 @@ def test_missing_extension_falls_back_with_one_warning():
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cuda_backends_match_the_reference(backend, dtype):
+    v, u, weak, mid, coefs = (x.cuda() for x in op_args(dtype, shape=(4, 16, 64, 64)))
+    v, mid = leaves(v, mid)
+    grad = torch.rand(4, device="cuda")
+    with sgg_kernels.use_backend(backend):
+        loss = torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs)
+        (loss * grad).sum().backward()
+        assert torch.equal(loss, torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs))  # deterministic
+    torch.testing.assert_close(loss.double(), w2s_loss_reference(v, u, weak, mid, coefs), **TOL[torch.float32])
+    want_v, want_mid = w2s_loss_grads_reference(grad, v, u, weak, mid, coefs)
+    out_tol = TOL[torch.float32] if dtype == torch.float32 else {}
+    torch.testing.assert_close(v.grad, want_v.to(dtype), **out_tol)
+    torch.testing.assert_close(mid.grad, want_mid.to(dtype), **out_tol)
+
+
+@pytest.mark.gpu
+def test_cuda_triton_forward_backward_allocates_at_most_one_v_beyond_the_gradients():
+    v, u, weak, mid, coefs = (x.cuda() for x in op_args(torch.float32, shape=(4, 16, 128, 128)))
+    v, mid = leaves(v, mid)
+    v_bytes = v.numel() * v.element_size()
+    with sgg_kernels.use_backend("triton"):
+        torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs).sum().backward()  # compiles the kernels first
+        v.grad = mid.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs).sum().backward()
+        torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - before <= 3 * v_bytes  # grad_v + grad_mid + at most one v
