@@ -3,6 +3,9 @@
 #include <torch/extension.h>
 
 #include "cpu/guidance_cpu.h"
+#ifdef SGG_WITH_CUDA  // defined by setup.py when it compiles csrc/cuda
+#include "cuda/guidance_cuda.h"
+#endif
 
 namespace {
 
@@ -23,6 +26,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("guided_step_cpu", &sgg::cpu::guided_step_cpu, "out = step_a*x + step_b*guide(...) on CPU",
         py::arg("out"), py::arg("x"), py::arg("cond"), py::arg("uncond"), py::arg("weak"), py::arg("weights"),
         py::arg("step"));
+#ifdef SGG_WITH_CUDA
+  m.def("guided_step_cuda", &sgg::cuda::guided_step_cuda,
+        "out = step_a*x + step_b*guide(...) on the current CUDA stream", py::arg("out"), py::arg("x"),
+        py::arg("cond"), py::arg("uncond"), py::arg("weak"), py::arg("weights"), py::arg("step"));
+#endif
   m.def("cpu_capability", &cpu_capability, "SIMD level used by the dense CPU kernel");
   m.def("set_cpu_capability", &set_cpu_capability, "force a SIMD level (default, avx2, avx512)");
 }
