@@ -108,16 +108,20 @@ def pip_nvidia_include_dirs():
 
 def extension():
     # -fopenmp: at::parallel_for is an inline OpenMP loop; without it the kernels run on one thread.
-    cxx = ["-O3", "-fopenmp"]  # the C++ standard is the one torch asks for
+    # -ffp-contract=off: GCC would fuse the SIMD mul+add into FMA, so the AVX builds, the scalar tail
+    # and the strided walk would round differently; unfused, every path agrees bit for bit.
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]  # the C++ standard is the one torch asks for
     cpu_sources = [s for s in sources("*.cpp") + sources("cpu/*.cpp") if s not in SIMD_SOURCES]
     if not CUDA_HOME:
         return CppExtension("sgg_kernels._C", cpu_sources, extra_compile_args={"cxx": cxx},
                             extra_link_args=["-fopenmp"])
+    # --fmad=false for the same reason: the CUDA kernels then round exactly as the CPU ones.
+    nvcc = ["-O3", "-lineinfo", "--fmad=false", *cuda_arch_flags()]
     ext = CUDAExtension(
         "sgg_kernels._C",
         cpu_sources + sources("cuda/*.cu"),
         define_macros=[("SGG_WITH_CUDA", None)],
-        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo", *cuda_arch_flags()]},
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         extra_link_args=["-fopenmp"],
     )
     ext.include_dirs += [d for d in pip_nvidia_include_dirs() if d not in ext.include_dirs]
