@@ -50,7 +50,12 @@ def _inner_offsets(idx, s1, s2, s3, s4, d2, d3, d4):
     return i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4
 
 
-@triton.jit
+# Sizes and strides are not specialised (each distinct value pattern would be another compile); the
+# sample size and the pointers are, so the dense path learns its 16-byte alignment.
+@triton.jit(do_not_specialize=[
+    "blocks_per_sample", "weights_stride", "step_stride", "d2", "d3", "d4",
+    "o0", "o1", "o2", "o3", "o4", "x0", "x1", "x2", "x3", "x4", "c0", "c1", "c2", "c3", "c4",
+    "u0", "u1", "u2", "u3", "u4", "w0", "w1", "w2", "w3", "w4"])
 def _guided_step_kernel(
     out_ptr, x_ptr, cond_ptr, uncond_ptr, weak_ptr, weights_ptr, step_ptr,
     per_sample, blocks_per_sample, weights_stride, step_stride,
@@ -183,4 +188,5 @@ def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Option
         *inner_sizes, *stride_args,
         HAS_X=x is not None, HAS_UNCOND=uncond is not None, HAS_WEAK=weak is not None, DENSE=dense,
         F64=cond.dtype == torch.float64, BLOCK=block, num_warps=num_warps,
+        enable_fp_fusion=False,  # plain mul/add, as the CPU and CUDA kernels: the backends agree bit for bit
     )

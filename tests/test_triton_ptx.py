@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 import torch
 
-from guidance_cases import make_coefficients, make_operands
+from test_ops import operands
 
 triton = pytest.importorskip("triton")
 try:  # compiler internals (triton 3.x); if they move, this offline check is skipped, not wrong
@@ -50,20 +50,18 @@ def global_accesses(ptx: str) -> Counter:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("op", ["guide", "guided_step"])
 def test_dense_path_uses_16_byte_accesses(monkeypatch, dtype, op):
-    x, cond, uncond, weak = make_operands((2, 16, 32, 32), dtype, "cpu", "chunk")
-    weights, step = make_coefficients(2, True, "cpu")
+    x, cond, uncond, weak, weights, step = operands((2, 16, 32, 32), dtype, "chunk", True, True, True)
     if op == "guide":
         x, step = None, None
     ptx = compile_ptx(monkeypatch, torch.empty_like(cond), x, cond, uncond, weak, weights, step)
     accesses = global_accesses(ptx)
     wide = "v2.b64" if dtype == torch.float64 else "v4.b32"
-    operands = 3 if x is None else 4
-    assert accesses[("ld", wide)] >= operands, accesses
+    present = 3 if x is None else 4
+    assert accesses[("ld", wide)] >= present, accesses
     assert accesses[("st", wide)] >= 1 and not any(k[0] == "st" and k[1] != wide for k in accesses), accesses
 
 
 def test_strided_path_compiles(monkeypatch):
-    x, cond, uncond, weak = make_operands((2, 4, 6, 5), torch.float16, "cpu", "mixed")
-    weights, step = make_coefficients(2, False, "cpu")
-    ptx = compile_ptx(monkeypatch, torch.empty_like(x), x, cond, uncond, weak, weights, step)
+    x, cond, uncond, weak, weights, step = operands((2, 4, 6, 5), torch.float16, "slice", True, True, False)
+    ptx = compile_ptx(monkeypatch, torch.empty(x.shape, dtype=x.dtype), x, cond, uncond, weak, weights, step)
     assert global_accesses(ptx)[("st", "b16")] >= 1
