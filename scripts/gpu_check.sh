@@ -33,10 +33,10 @@ sys.exit(0 if torch.cuda.is_available() else 1)"; then
 fi
 
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}  # ninja's parallel compile jobs
-step build 140 "$PYTHON" setup.py -q build_ext --inplace
+step build 120 "$PYTHON" setup.py -q build_ext --inplace
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-step gpu-tests 140 "$PYTHON" -m pytest -q -p no:cacheprovider tests/gpu tests/test_cuda_build.py
-step bench 160 "$PYTHON" -m benchmarks.gpu_bench --budget-s 110 --out "$OUT_DIR/gpu_bench.md"
+step gpu-tests 170 "$PYTHON" -m pytest -q -p no:cacheprovider tests/gpu tests/test_cuda_build.py
+step bench 150 "$PYTHON" -m benchmarks.gpu_bench --budget-s 100 --out "$OUT_DIR/gpu_bench.md"
 
 echo "== gpu-check: $([ $status -eq 0 ] && echo passed || echo FAILED); log $OUT_DIR/gpu_check.log, table $OUT_DIR/gpu_bench.md"
 exit $status

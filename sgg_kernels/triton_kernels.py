@@ -29,7 +29,7 @@ MAX_INNER_DIMS = 4
 # Bytes each thread moves per operand and program: two 16-byte vectors, so loads of all operands are
 # in flight together before the store.
 _BYTES_PER_THREAD = 32
-_MAX_WARPS = 4
+_WARPS = 4
 
 
 @triton.jit
@@ -135,12 +135,10 @@ def _inner_layout(tensors) -> tuple[list[int], list[list[int]]]:
     return sizes, strides
 
 
-def _launch_config(per_sample: int, element_size: int) -> tuple[int, int]:
-    """BLOCK and num_warps: each thread moves _BYTES_PER_THREAD per operand; small samples get a
-    smaller block (a power of two, at least 16) rather than mostly masked-off lanes."""
-    block = 32 * _MAX_WARPS * _BYTES_PER_THREAD // element_size
-    block = max(16, min(block, triton.next_power_of_2(per_sample)))
-    return block, max(1, min(_MAX_WARPS, block * element_size // (32 * _BYTES_PER_THREAD)))
+def _block(element_size: int) -> int:
+    """Elements per program: each of the _WARPS * 32 threads moves _BYTES_PER_THREAD per operand.
+    One value per dtype (not per shape), so a new shape never means a new compile."""
+    return _WARPS * 32 * _BYTES_PER_THREAD // element_size
 
 
 def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Optional[Tensor],
@@ -178,7 +176,7 @@ def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Option
         for t in slots:
             stride_args += [0] * (MAX_INNER_DIMS + 1) if t is None else [t.stride(0), *pad, *next(strides)]
 
-    block, num_warps = _launch_config(per_sample, cond.element_size())
+    block = _block(cond.element_size())
     blocks_per_sample = triton.cdiv(per_sample, block)
     # Absent operands pass cond's pointer; the kernel never reads it (HAS_* are compile-time flags).
     _guided_step_kernel[(batch * blocks_per_sample,)](
@@ -187,6 +185,6 @@ def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Option
         per_sample, blocks_per_sample, weights_stride, step_stride,
         *inner_sizes, *stride_args,
         HAS_X=x is not None, HAS_UNCOND=uncond is not None, HAS_WEAK=weak is not None, DENSE=dense,
-        F64=cond.dtype == torch.float64, BLOCK=block, num_warps=num_warps,
+        F64=cond.dtype == torch.float64, BLOCK=block, num_warps=_WARPS,
         enable_fp_fusion=False,  # plain mul/add, as the CPU and CUDA kernels: the backends agree bit for bit
     )
