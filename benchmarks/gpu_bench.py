@@ -109,7 +109,7 @@ def bench_size(label, shape, dtype, reps) -> list[dict]:
             rows.append(dict(size=label, shape=list(shape), dtype=str(dtype)[6:], provider=name,
                              us=median_call_seconds(fn, calls, reps, graph=True) * 1e6,
                              call_us=median_call_seconds(fn, min(calls, 50), reps, graph=False) * 1e6,
-                             copy_gbs=copy_gbs, bytes=inp.bytes_moved))
+                             copy_gbs=copy_gbs, bytes=inp.bytes_moved * (3 if name.startswith("eager 1") else 5) // 5))
     del inp, exact, dst
     torch.cuda.empty_cache()
     return rows
@@ -123,6 +123,30 @@ def format_rows(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['size']} {r['shape']} | {r['dtype']} | {r['provider']} | {r['us']:.1f} | "
                      f"{r['call_us']:.1f} | {gbs:.0f} | {100 * gbs / r['copy_gbs']:.0f}% | "
                      f"{t['eager chain'] / r['us']:.2f}x | {t['torch.compile chain'] / r['us']:.2f}x |")
+    return lines
+
+
+def goal_lines(rows: list[dict]) -> list[str]:
+    """The issue's goals, each with the worst case over the sizes and dtypes measured."""
+    by_case: dict = {}
+    for r in rows:
+        by_case.setdefault((r["size"], r["dtype"]), {})[r["provider"]] = r
+    lines = []
+    for backend in ("sgg cuda", "sgg triton"):
+        cases = [(k, c) for k, c in by_case.items() if backend in c]
+        if not cases:
+            continue
+        big = [100 * c[backend]["bytes"] / (c[backend]["us"] * 1e-6) / 1e9 / c[backend]["copy_gbs"]
+               for (size, _), c in cases if size.endswith(" MB")]
+        sd3 = [c[backend]["us"] / c["eager 1 op (c-u)"]["us"] for (size, _), c in cases if size == "sd3-1024 B=2"]
+        vs_compile = [c["torch.compile chain"]["us"] / c[backend]["us"] for _, c in cases]
+        lines.append(f"# {backend}: >= 64 MB: min {min(big, default=float('nan')):.0f}% of copy (goal 90%); "
+                     f"sd3-1024 B=2: max {max(sd3, default=float('nan')):.2f}x one eager op's time (goal <= 1); "
+                     f"vs torch.compile: min {min(vs_compile):.2f}x (goal >= 1)")
+    pairs = [c["sgg triton"]["us"] / c["sgg cuda"]["us"] for c in by_case.values()
+             if "sgg triton" in c and "sgg cuda" in c]
+    if pairs:
+        lines.append(f"# triton / cuda time: {min(pairs):.2f} .. {max(pairs):.2f} (goal within 0.90 .. 1.10)")
     return lines
 
 
@@ -141,24 +165,28 @@ def main(argv=None) -> int:
             setattr(torch._dynamo.config, knob, 64)
     triton_version = __import__("triton").__version__ if backends.triton_available() else "not installed"
     props = torch.cuda.get_device_properties(0)
-    lines = [f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {props.name} ({props.multi_processor_count} SMs), "
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"# {when}, {props.name} ({props.multi_processor_count} SMs), "
              f"torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton_version}, "
              f"python {platform.python_version()}",
              "| size | dtype | provider | us | call us | GB/s | % copy | vs eager | vs compile |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
-    t0, skipped = time.monotonic(), []
+    t0, skipped, all_rows = time.monotonic(), [], []
     for dtype in (torch.bfloat16, torch.float32):
         for label, shape in gpu_sizes(dtype).items():
             if time.monotonic() - t0 > args.budget_s:
                 skipped.append(f"{label} {str(dtype)[6:]}")
                 continue
-            for line in format_rows(bench_size(label, shape, dtype, args.reps)):
+            rows = bench_size(label, shape, dtype, args.reps)
+            all_rows += rows
+            for line in format_rows(rows):
                 print(line, flush=True)
                 lines.append(line)
-    if skipped:
-        lines.append(f"# skipped after the {args.budget_s:.0f} s budget: {', '.join(skipped)}")
-        print(lines[-1])
+    footer = [f"# skipped after the {args.budget_s:.0f} s budget: {', '.join(skipped)}"] if skipped else []
+    footer += goal_lines(all_rows)
+    print("\n".join(footer))
+    lines += footer
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -38,5 +38,6 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step gpu-tests 170 "$PYTHON" -m pytest -q -p no:cacheprovider tests/gpu tests/test_cuda_build.py
 step bench 150 "$PYTHON" -m benchmarks.gpu_bench --budget-s 100 --out "$OUT_DIR/gpu_bench.md"
 
-echo "== gpu-check: $([ $status -eq 0 ] && echo passed || echo FAILED); log $OUT_DIR/gpu_check.log, table $OUT_DIR/gpu_bench.md"
+verdict=$([ "$status" -eq 0 ] && echo passed || echo FAILED)
+echo "== gpu-check $verdict; log $OUT_DIR/gpu_check.log, table $OUT_DIR/gpu_bench.md"
 exit $status

@@ -109,7 +109,8 @@ __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const Guidance
     const int64_t base = sample * p.per_sample;
     const auto address = reinterpret_cast<uintptr_t>(static_cast<T*>(p.data[kOut]) + base);
     const int64_t misaligned = int64_t(address % kVectorBytes) / int64_t(sizeof(T));
-    const int64_t head = misaligned == 0 ? 0 : (V::kSize - misaligned < p.per_sample ? V::kSize - misaligned : p.per_sample);
+    const int64_t to_boundary = misaligned == 0 ? 0 : V::kSize - misaligned;
+    const int64_t head = to_boundary < p.per_sample ? to_boundary : p.per_sample;
     const int64_t vectors = (p.per_sample - head) / V::kSize;
     const int64_t tail = head + vectors * V::kSize;
     for (int64_t i = thread; i < head + (p.per_sample - tail); i += threads) {
@@ -136,7 +137,8 @@ __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const Guidance
 #pragma unroll
         for (int j = 0; j < V::kSize; ++j) {
           auto at = [&](int o) { return kPresent[o] ? S::load(in[r][o].v[j]) : acc_t(0); };
-          result.v[j] = S::store(guided_value<kU, kW, kS, acc_t>(at(0), at(1), at(2), at(3), k.w_u, k.w_w, k.a, k.b));
+          result.v[j] =
+              S::store(guided_value<kU, kW, kS, acc_t>(at(0), at(1), at(2), at(3), k.w_u, k.w_w, k.a, k.b));
         }
         result.store(static_cast<T*>(p.data[kOut]) + e);
       }
