@@ -32,6 +32,8 @@ BAD = {
     "weights strided": (dict(weights=torch.rand(2, B).t()), ValueError, "weights must be contiguous"),
     "step shape": (dict(step=torch.rand(B, 3)), ValueError, "step must have shape"),
     "step dtype": (dict(step=torch.rand(2).half()), TypeError, "step must be float32"),
+    "step none": (dict(step=None), TypeError, "step must be a Tensor, got NoneType"),
+    "x none step": (dict(x=None), TypeError, "x must be a Tensor, got NoneType"),
 }
 
 
@@ -42,10 +44,10 @@ def test_bad_argument_is_named(op, case):
     if op == "guide" and "step" in case:
         pytest.skip("guide has no step")
     args = {**good(), **change}
-    before = args["x"].clone()
+    before = None if args["x"] is None else args["x"].clone()
     with pytest.raises(error, match=message):
         call(op, args)
-    assert torch.equal(args["x"], before)
+    assert before is None or torch.equal(args["x"], before)
 
 
 @pytest.mark.parametrize("op", ["guide", "guided_step", "guided_step_"])

@@ -1,0 +1,214 @@
+"""SGG for diffusers: a drop-in StableDiffusion3Pipeline and a guided step for other flow-matching loops.
+
+Needs the ``diffusers`` extra (``pip install .[diffusers]``); ``import sgg_kernels`` never imports it.
+
+- :class:`StableDiffusion3SGGPipeline` is diffusers' ``StableDiffusion3Pipeline`` (SD3 and SD3.5) with
+  the official SGG pipeline's arguments. The weak model is the pipe's own transformer with
+  ``skip_layers`` (blocks 7, 8, 9 by default). Each step runs only the passes its weights use and
+  combines them with the scheduler's Euler step in one ``torch.ops.sgg.guided_step_`` pass.
+- :class:`FlowMatchGuidedStep` replaces "guidance + ``scheduler.step``" in any denoising loop that
+  runs ``FlowMatchEulerDiscreteScheduler`` deterministically (no ``stochastic_sampling``, no
+  ``invert_sigmas``, no per-token timesteps); the loop asks it which predictions step i needs.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
+from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
+
+from ..sampler import GuidanceTables
+from ..schedule import GuidanceSchedule
+
+DEFAULT_SKIP_GUIDANCE_LAYERS = (7, 8, 9)  # SD3.5-Medium's skip-layer guidance blocks (official code)
+
+
+class FlowMatchGuidedStep:
+    """Guidance plus the Euler step of a FlowMatchEulerDiscreteScheduler, for step i of its sigmas.
+
+        stepper = FlowMatchGuidedStep(pipe.scheduler, schedule, device)   # after set_timesteps
+        for i, t in enumerate(pipe.scheduler.timesteps):
+            need_uncond, need_weak = stepper.needs(i)
+            cond, uncond, weak = ...        # run only the passes that are needed; others None
+            latents = stepper.step(i, latents, cond, uncond, weak)
+
+    The schedule's noise levels are the scheduler's sigmas (t = sigma, 1 noise, 0 data); step
+    segments count its steps from 1. `step` writes `latents` in place (in_place=False returns a new
+    tensor) and does not advance the scheduler's own step index.
+    """
+
+    def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, schedule: GuidanceSchedule,
+                 device: Union[torch.device, str, None] = None):
+        """device: where the latents live (default: the scheduler's sigmas' device, set by set_timesteps)."""
+        if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+            raise TypeError("FlowMatchGuidedStep needs a FlowMatchEulerDiscreteScheduler, "
+                            f"got {type(scheduler).__name__}")
+        for flag in ("stochastic_sampling", "invert_sigmas"):
+            if scheduler.config.get(flag, False):
+                raise ValueError(f"FlowMatchGuidedStep supports the deterministic Euler step only; "
+                                 f"the scheduler has {flag}=True")
+        if getattr(scheduler, "sigmas", None) is None or scheduler.num_inference_steps is None:
+            raise ValueError("call scheduler.set_timesteps(...) before building FlowMatchGuidedStep")
+        device = scheduler.sigmas.device if device is None else torch.device(device)
+        self.tables = GuidanceTables.build(schedule, scheduler.sigmas.double(), device)
+
+    @property
+    def num_steps(self) -> int:
+        return self.tables.num_steps
+
+    def needs(self, i: int) -> tuple[bool, bool]:
+        """(uncond, weak): whether step i uses the unconditional and the weak prediction."""
+        return self.tables.plan.uncond[i], self.tables.plan.weak[i]
+
+    def step(self, i: int, latents: Tensor, cond: Tensor, uncond: Optional[Tensor] = None,
+             weak: Optional[Tensor] = None, in_place: bool = True) -> Tensor:
+        need_uncond, need_weak = self.needs(i)
+        for name, needed, given in (("uncond", need_uncond, uncond), ("weak", need_weak, weak)):
+            if needed and given is None:
+                raise ValueError(f"step {i + 1}/{self.num_steps} ({self.tables.active(i)}) needs the {name} "
+                                 "prediction, got None")
+        args = (cond, uncond if need_uncond else None, weak if need_weak else None,
+                self.tables.weights[i], self.tables.euler[i])
+        if in_place:
+            torch.ops.sgg.guided_step_(latents, *args)
+            return latents
+        return torch.ops.sgg.guided_step(latents, *args)
+
+
+def _halves(n: int) -> tuple[int, int, int]:
+    """(cfg_end, slg_start, slg_end) of the paper's split for n steps: CFG on 1..n//2, skip-layer
+    guidance on n//2+1..n (14 / 15 at 28 steps)."""
+    return max(n // 2, 1), min(n // 2 + 1, n), n
+
+
+class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
+    """StableDiffusion3Pipeline with weak-to-strong segmented guidance (SGG).
+
+    Build it from a loaded pipe with ``StableDiffusion3SGGPipeline(**pipe.components)`` (the same
+    modules; ``from_pipe`` would cast them to float32 unless given ``torch_dtype``). Arguments are
+    the official SGG pipeline's; step indices are 1-indexed and inclusive. Unset ranges follow the
+    paper's split: CFG on steps 1..N//2, skip-layer guidance on N//2+1..N.
+    ``guidance_schedule`` replaces all the guidance arguments with any GuidanceSchedule (its
+    'cag' segments use the skip-layer pass). IP-Adapter inputs are not supported, and
+    ``callback_on_step_end`` receives ``latents`` only.
+    """
+
+    _callback_tensor_inputs = ["latents"]
+
+    @torch.no_grad()
+    def __call__(
+        self, prompt=None, prompt_2=None, prompt_3=None, height: Optional[int] = None, width: Optional[int] = None,
+        num_inference_steps: int = 28, sigmas: Optional[Sequence[float]] = None, guidance_scale: float = 4.5,
+        cfg_guidance_start: int = 1, cfg_guidance_end: Optional[int] = None, use_segmented_guidance: bool = True,
+        skip_guidance_layers: Sequence[int] = DEFAULT_SKIP_GUIDANCE_LAYERS, skip_layer_guidance_scale: float = 3.0,
+        skip_layer_guidance_start: Optional[int] = None, skip_layer_guidance_end: Optional[int] = None,
+        cfg_schedule: str = "constant", cfg_d_w: float = 0.0, slg_schedule: str = "constant", slg_d_w: float = 0.0,
+        guidance_schedule: Optional[GuidanceSchedule] = None, negative_prompt=None, negative_prompt_2=None,
+        negative_prompt_3=None, num_images_per_prompt: int = 1, generator=None, latents: Optional[Tensor] = None,
+        prompt_embeds: Optional[Tensor] = None, negative_prompt_embeds: Optional[Tensor] = None,
+        pooled_prompt_embeds: Optional[Tensor] = None, negative_pooled_prompt_embeds: Optional[Tensor] = None,
+        output_type: str = "pil", return_dict: bool = True, joint_attention_kwargs: Optional[dict] = None,
+        clip_skip: Optional[int] = None, callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), max_sequence_length: int = 256,
+        mu: Optional[float] = None,
+    ):
+        height = height or self.default_sample_size * self.vae_scale_factor
+        width = width or self.default_sample_size * self.vae_scale_factor
+        self.check_inputs(prompt, prompt_2, prompt_3, height, width, negative_prompt=negative_prompt,
+                          negative_prompt_2=negative_prompt_2, negative_prompt_3=negative_prompt_3,
+                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+                          pooled_prompt_embeds=pooled_prompt_embeds,
+                          negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+                          callback_on_step_end_tensor_inputs=list(callback_on_step_end_tensor_inputs),
+                          max_sequence_length=max_sequence_length)
+        num_steps = len(sigmas) if sigmas is not None else num_inference_steps
+        if guidance_schedule is None:
+            cfg_end, slg_start, slg_end = (given if given is not None else default for given, default in zip(
+                (cfg_guidance_end, skip_layer_guidance_start, skip_layer_guidance_end), _halves(num_steps)))
+            guidance_schedule = GuidanceSchedule.from_sd3_args(
+                num_steps, guidance_scale, cfg_guidance_start, cfg_end, use_segmented_guidance,
+                skip_layer_guidance_scale, slg_start, slg_end, cfg_schedule, cfg_d_w, slg_schedule, slg_d_w)
+        self._check_skip_layers(skip_guidance_layers, guidance_schedule)
+        self._guidance_scale, self._clip_skip = guidance_scale, clip_skip
+        self._joint_attention_kwargs, self._interrupt = joint_attention_kwargs, False
+        device = self._execution_device
+        uses_uncond = any(seg.kind == "cdg" for seg in guidance_schedule.segments)
+        lora_scale = (joint_attention_kwargs or {}).get("scale")
+        prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = \
+            self.encode_prompt(prompt, prompt_2, prompt_3, negative_prompt=negative_prompt,
+                               negative_prompt_2=negative_prompt_2, negative_prompt_3=negative_prompt_3,
+                               do_classifier_free_guidance=uses_uncond, prompt_embeds=prompt_embeds,
+                               negative_prompt_embeds=negative_prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+                               negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, device=device,
+                               clip_skip=clip_skip, num_images_per_prompt=num_images_per_prompt,
+                               max_sequence_length=max_sequence_length, lora_scale=lora_scale)
+        given = latents
+        latents = self.prepare_latents(prompt_embeds.shape[0], self.transformer.config.in_channels, height, width,
+                                       prompt_embeds.dtype, device, generator, latents)
+        if latents is given:
+            latents = latents.clone()  # sampled in place; the caller's latents are left alone
+        timesteps = self._timesteps(latents, num_inference_steps, sigmas, mu, device)
+        stepper = FlowMatchGuidedStep(self.scheduler, guidance_schedule, device)
+        self._num_timesteps = len(timesteps)
+        cond_inputs = (prompt_embeds, pooled_prompt_embeds)
+        batched_inputs = (torch.cat([negative_prompt_embeds, prompt_embeds]),
+                          torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])) if uses_uncond else None
+
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                need_uncond, need_weak = stepper.needs(i)
+                uncond = weak = None
+                if need_uncond:  # one batched forward, negative first as in diffusers
+                    uncond, cond = self._predict(torch.cat([latents, latents]), t, batched_inputs).chunk(2)
+                else:
+                    cond = self._predict(latents, t, cond_inputs)
+                if need_weak:
+                    weak = self._predict(latents, t, cond_inputs, skip_layers=list(skip_guidance_layers))
+                # A callback may keep the latents it is shown, so those steps write a new tensor.
+                latents = stepper.step(i, latents, cond, uncond, weak, in_place=callback_on_step_end is None)
+                if callback_on_step_end is not None:
+                    outputs = callback_on_step_end(self, i, t, {"latents": latents})
+                    latents = outputs.pop("latents", latents)
+                progress_bar.update()
+
+        if output_type == "latent":
+            image = latents
+        else:
+            latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+            image = self.image_processor.postprocess(self.vae.decode(latents, return_dict=False)[0],
+                                                     output_type=output_type)
+        self.maybe_free_model_hooks()
+        return StableDiffusion3PipelineOutput(images=image) if return_dict else (image,)
+
+    def _predict(self, latents: Tensor, t: Tensor, inputs: tuple[Tensor, Tensor], skip_layers=None) -> Tensor:
+        embeds, pooled = inputs
+        return self.transformer(hidden_states=latents, timestep=t.expand(latents.shape[0]),
+                                encoder_hidden_states=embeds, pooled_projections=pooled,
+                                joint_attention_kwargs=self.joint_attention_kwargs, return_dict=False,
+                                skip_layers=skip_layers)[0]
+
+    def _timesteps(self, latents: Tensor, num_inference_steps: int, sigmas, mu, device) -> Tensor:
+        """The scheduler's timesteps, with the resolution-dependent shift when it is configured (as diffusers)."""
+        config = self.scheduler.config
+        if config.get("use_dynamic_shifting", False) and mu is None:
+            patch = self.transformer.config.patch_size
+            seq_len = (latents.shape[2] // patch) * (latents.shape[3] // patch)
+            mu = calculate_shift(seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                                 config.get("base_shift", 0.5), config.get("max_shift", 1.16))
+        kwargs = {} if mu is None else {"mu": mu}
+        return retrieve_timesteps(self.scheduler, num_inference_steps, device,
+                                  sigmas=sigmas, **kwargs)[0]
+
+    def _check_skip_layers(self, skip_layers: Sequence[int], schedule: GuidanceSchedule) -> None:
+        if not any(seg.kind == "cag" for seg in schedule.segments):
+            return
+        blocks = len(self.transformer.transformer_blocks)
+        if not skip_layers or any(not isinstance(k, int) or not 0 <= k < blocks for k in skip_layers):
+            raise ValueError(f"skip_guidance_layers must be block indices in [0, {blocks}) for the weak "
+                             f"(skip-layer) pass, got {list(skip_layers) if skip_layers else skip_layers!r}")
