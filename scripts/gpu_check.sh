@@ -13,7 +13,9 @@ OUT_DIR=${GPU_CHECK_OUT:-build/gpu-check}
 mkdir -p "$OUT_DIR"
 exec > >(tee "$OUT_DIR/gpu_check.log") 2>&1
 
+TOTAL_SECONDS=${GPU_CHECK_SECONDS:-465}  # the issue's limit is 8 minutes; the rest is start-up slack
 status=0
+seconds_left() { echo $((TOTAL_SECONDS - SECONDS)); }
 step() {  # step NAME SECONDS COMMAND...: run with a timeout, report rc and duration
   local name=$1 limit=$2 t0=$SECONDS rc
   shift 2
@@ -33,10 +35,17 @@ sys.exit(0 if torch.cuda.is_available() else 1)"; then
 fi
 
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}  # ninja's parallel compile jobs
-step build 120 "$PYTHON" setup.py -q build_ext --inplace
+step build 150 "$PYTHON" setup.py -q build_ext --inplace
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-step gpu-tests 170 "$PYTHON" -m pytest -q -p no:cacheprovider tests/gpu tests/test_cuda_build.py
-step bench 150 "$PYTHON" -m benchmarks.gpu_bench --budget-s 100 --out "$OUT_DIR/gpu_bench.md"
+step gpu-tests 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/gpu tests/test_cuda_build.py
+# The other tests marked `gpu` across the suite (modules whose imports are missing here are reported
+# as collection errors, and the rest still run).
+step other-gpu-tests 40 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests --ignore=tests/gpu \
+  --continue-on-collection-errors
+# The benchmark gets the time the steps above left; it starts no new size after its budget.
+limit=$(seconds_left)
+[ "$limit" -ge 60 ] || limit=60
+step bench "$limit" "$PYTHON" -m benchmarks.gpu_bench --budget-s $((limit - 45)) --out "$OUT_DIR/gpu_bench.md"
 
 verdict=$([ "$status" -eq 0 ] && echo passed || echo FAILED)
 echo "== gpu-check $verdict; log $OUT_DIR/gpu_check.log, table $OUT_DIR/gpu_bench.md"
