@@ -21,8 +21,11 @@ setup: $(VENV)/.deps
 build: setup
 	$(PY) setup.py -q build_ext --inplace
 
+# The Triton kernels run on CPU tensors under the interpreter, which must be switched on before triton
+# is imported: their own process (tests/triton is not collected without TRITON_INTERPRET=1).
 test: build
 	$(PY) -m pytest -q tests
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/triton
 
 bench: build
 	$(PY) -m benchmarks.cpu_table

@@ -1,14 +1,71 @@
 """Builds sgg_kernels._C: the CPU kernels always, the CUDA kernels when torch is a CUDA build and nvcc exists.
 
     pip install --no-build-isolation -e .        # the Makefile does this inside .venv
+
+CUDA targets sm_90 (Hopper) plus what TORCH_CUDA_ARCH_LIST asks for, e.g. TORCH_CUDA_ARCH_LIST="8.0 10.0+PTX".
 """
 import glob
+import importlib.util
 import os
+import re
+import shutil
+import subprocess
 
+import torch
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_cuda_home():
+    """The CUDA toolkit root: $CUDA_HOME, else where the nvcc on PATH really lives, else /usr/local/cuda.
+
+    torch guesses dirname(dirname(which nvcc)), which is wrong when `nvcc` is a wrapper script (here
+    /usr/local/bin/nvcc execs /usr/local/cuda-13.0/bin/nvcc); nvcc's dry run names its own bin dir.
+    """
+    def is_toolkit(root):
+        return bool(root) and os.path.isfile(os.path.join(root, "bin", "nvcc")) and \
+            os.path.isfile(os.path.join(root, "include", "cuda_runtime.h"))
+
+    env = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if is_toolkit(env):
+        return env
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        try:
+            dry = subprocess.run([nvcc, "--dryrun", "-E", "-x", "cu", os.devnull], capture_output=True, text=True,
+                                 timeout=60).stderr
+            bin_dir = re.search(r"^#\$ _HERE_=(.+)$", dry, re.M)
+            if bin_dir and is_toolkit(os.path.dirname(bin_dir.group(1).strip())):
+                return os.path.dirname(bin_dir.group(1).strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+        if is_toolkit(os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))):
+            return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    return "/usr/local/cuda" if is_toolkit("/usr/local/cuda") else None
+
+
+def cuda_build_plan():
+    """(CUDA_HOME, None) when the CUDA kernels can be built, else (None, the reason)."""
+    if torch.version.cuda is None:
+        return None, f"torch {torch.__version__} is not a CUDA build"
+    if os.environ.get("SGG_NO_CUDA") == "1":
+        return None, "SGG_NO_CUDA=1"
+    home = find_cuda_home()
+    if home is None:
+        return None, "nvcc was not found (set CUDA_HOME to the CUDA toolkit root)"
+    return home, None
+
+
+CUDA_HOME, NO_CUDA_REASON = cuda_build_plan()
+if CUDA_HOME:
+    # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+    os.environ["CUDA_HOME"] = CUDA_HOME
+    print(f"sgg_kernels: building the CUDA kernels with the toolkit in {CUDA_HOME}")
+else:
+    print(f"sgg_kernels: building the CPU kernels only ({NO_CUDA_REASON}); the GPU backend will be triton")
+
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def sources(pattern):
@@ -24,17 +81,51 @@ SIMD_SOURCES = {
 }
 
 
+def cuda_arch_flags():
+    """-gencode flags: sm_90 (with PTX, for newer GPUs) plus each TORCH_CUDA_ARCH_LIST entry."""
+    flags = ["-gencode=arch=compute_90,code=[sm_90,compute_90]"]
+    for arch in re.split(r"[;\s]+", os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()):
+        match = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", arch)
+        if not match:
+            if arch:
+                print(f"sgg_kernels: ignoring TORCH_CUDA_ARCH_LIST entry {arch!r} (expected e.g. 8.0 or 9.0+PTX)")
+            continue
+        num = match.group(1) + match.group(2) + match.group(3)
+        code = f"[sm_{num},compute_{num}]" if match.group(4) else f"sm_{num}"
+        flag = f"-gencode=arch=compute_{num},code={code}"
+        if num != "90" and flag not in flags:
+            flags.append(flag)
+    return flags
+
+
+def pip_nvidia_include_dirs():
+    """Headers of pip's nvidia-* packages (e.g. nvidia/cu13/include/cusparse.h, which ATen's CUDA headers
+    include and a minimal toolkit lacks). Searched after the toolkit's own include dir."""
+    spec = importlib.util.find_spec("nvidia")
+    roots = list(spec.submodule_search_locations) if spec and spec.submodule_search_locations else []
+    return sorted(d for root in roots for d in glob.glob(os.path.join(root, "*", "include")))
+
+
 def extension():
     # -fopenmp: at::parallel_for is an inline OpenMP loop; without it the kernels run on one thread.
     # -ffp-contract=off: GCC would fuse the SIMD mul+add into FMA, so the AVX builds, the scalar tail
     # and the strided walk would round differently; unfused, every path agrees bit for bit.
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-unknown-pragmas"]  # C++ standard: the one torch asks for
-    return CppExtension(
+    cpu_sources = [s for s in sources("*.cpp") + sources("cpu/*.cpp") if s not in SIMD_SOURCES]
+    if not CUDA_HOME:
+        return CppExtension("sgg_kernels._C", cpu_sources, extra_compile_args={"cxx": cxx},
+                            extra_link_args=["-fopenmp"])
+    # --fmad=false for the same reason: the CUDA kernels then round exactly as the CPU ones.
+    nvcc = ["-O3", "-lineinfo", "--fmad=false", *cuda_arch_flags()]
+    ext = CUDAExtension(
         "sgg_kernels._C",
-        [s for s in sources("*.cpp") + sources("cpu/*.cpp") if s not in SIMD_SOURCES],
-        extra_compile_args={"cxx": cxx},
+        cpu_sources + sources("cuda/*.cu"),
+        define_macros=[("SGG_WITH_CUDA", None)],
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         extra_link_args=["-fopenmp"],
     )
+    ext.include_dirs += [d for d in pip_nvidia_include_dirs() if d not in ext.include_dirs]
+    return ext
 
 
 class BuildExtensionWithSimd(BuildExtension):

@@ -4,6 +4,9 @@
 
 #include "cpu/guidance_cpu.h"
 #include "cpu/w2s_loss_cpu.h"
+#ifdef SGG_WITH_CUDA  // defined by setup.py when it compiles csrc/cuda
+#include "cuda/guidance_cuda.h"
+#endif
 
 namespace {
 
@@ -25,6 +28,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("out"), py::arg("x"), py::arg("cond"), py::arg("uncond"), py::arg("weak"), py::arg("weights"),
         py::arg("step"), py::call_guard<py::gil_scoped_release>());  // other Python threads run meanwhile
   sgg::cpu::register_w2s_loss(m);
+#ifdef SGG_WITH_CUDA
+  m.def("guided_step_cuda", &sgg::cuda::guided_step_cuda,
+        "out = step_a*x + step_b*guide(...) on the current CUDA stream", py::arg("out"), py::arg("x"),
+        py::arg("cond"), py::arg("uncond"), py::arg("weak"), py::arg("weights"), py::arg("step"),
+        py::call_guard<py::gil_scoped_release>());
+#endif
   m.def("cpu_capability", &cpu_capability, "SIMD level used by the dense CPU kernel");
   m.def("set_cpu_capability", &set_cpu_capability, "force a SIMD level (default, avx2, avx512)");
 }

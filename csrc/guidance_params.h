@@ -47,21 +47,21 @@ SGG_HOST_DEVICE V guided_value(V x, V c, V u, V w, V w_u, V w_w, V a, V b) {
   else return g;
 }
 
-// Runs Pass<kUncond, kWeak, kStep>::run(p) for the operands present in p, so each kernel is
-// compiled without per-element branches on operand presence.
-template <template <bool, bool, bool> class Pass>
-inline void dispatch_presence(const GuidanceParams& p) {
+// Runs Pass<kUncond, kWeak, kStep>::run(p, args...) for the operands present in p, so each kernel is
+// compiled without per-element branches on operand presence (args: e.g. the CUDA launch settings).
+template <template <bool, bool, bool> class Pass, typename... Args>
+inline void dispatch_presence(const GuidanceParams& p, const Args&... args) {
   const bool u = p.data[kUncond] != nullptr, w = p.data[kWeak] != nullptr, s = p.step != nullptr;
   if (s) {
-    if (u && w) Pass<true, true, true>::run(p);
-    else if (u) Pass<true, false, true>::run(p);
-    else if (w) Pass<false, true, true>::run(p);
-    else Pass<false, false, true>::run(p);
+    if (u && w) Pass<true, true, true>::run(p, args...);
+    else if (u) Pass<true, false, true>::run(p, args...);
+    else if (w) Pass<false, true, true>::run(p, args...);
+    else Pass<false, false, true>::run(p, args...);
   } else {
-    if (u && w) Pass<true, true, false>::run(p);
-    else if (u) Pass<true, false, false>::run(p);
-    else if (w) Pass<false, true, false>::run(p);
-    else Pass<false, false, false>::run(p);
+    if (u && w) Pass<true, true, false>::run(p, args...);
+    else if (u) Pass<true, false, false>::run(p, args...);
+    else if (w) Pass<false, true, false>::run(p, args...);
+    else Pass<false, false, false>::run(p, args...);
   }
 }
 

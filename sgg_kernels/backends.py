@@ -17,6 +17,8 @@ import os
 import warnings
 from typing import Callable, Iterator, Optional
 
+import torch
+
 from .reference import launch_torch
 
 BACKENDS = ("cuda", "triton", "torch")
@@ -46,8 +48,12 @@ def triton_available() -> bool:
 
 def _why_unavailable(name: str) -> Optional[str]:
     if name == "cuda" and not cuda_built():
-        return ("the extension was built without CUDA (torch is not a CUDA build or nvcc was not found); "
-                "rebuild with `pip install --no-build-isolation -e .` on a machine with nvcc")
+        if _C is None:
+            return f"the sgg C++ extension is not built ({_C_ERROR}); run `pip install --no-build-isolation -e .`"
+        if torch.version.cuda is None:
+            return f"torch {torch.__version__} is not a CUDA build, so the extension was built CPU-only"
+        return ("the extension was built without CUDA (setup.py found no nvcc); set CUDA_HOME to the CUDA "
+                "toolkit and rebuild: `python setup.py build_ext --inplace`")
     if name == "triton" and not triton_available():
         return "triton is not installed; `pip install triton`"
     return None
