@@ -42,6 +42,14 @@ step gpu-tests 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/gpu tests/te
 # as collection errors, and the rest still run).
 step other-gpu-tests 40 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests --ignore=tests/gpu \
   --continue-on-collection-errors
+# compute-sanitizer over one small call of every op on both backends (the first, plain run compiles
+# the Triton kernels into the cache, so the sanitized runs do not time out compiling).
+SANITIZER=$(command -v compute-sanitizer || echo "$(dirname "$(command -v nvcc)")/compute-sanitizer")
+step sanitize-warmup 30 "$PYTHON" tests/gpu/sanitize_ops.py
+for tool in memcheck racecheck; do
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 step "$tool" 40 "$SANITIZER" --tool "$tool" --error-exitcode 1 \
+    "$PYTHON" tests/gpu/sanitize_ops.py
+done
 # The benchmark gets the time the steps above left; it starts no new size after its budget.
 limit=$(seconds_left)
 [ "$limit" -ge 60 ] || limit=60

@@ -85,11 +85,18 @@ def test_each_simd_build_matches_reference(capability, dtype):
         C.set_cpu_capability(previous)
 
 
-def test_results_are_deterministic_bit_for_bit():
-    x, c, u, w, weights, step = operands((4, 16, 64, 64), torch.bfloat16, "contiguous", True, True, True)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_results_are_deterministic_bit_for_bit_at_any_thread_count(dtype):
+    x, c, u, w, weights, step = operands((3, 7, 131, 69), dtype, "contiguous", True, True, True)  # tasks split samples off-vector
     first = torch.ops.sgg.guided_step(x, c, u, w, weights, step)
     for _ in range(3):
         assert torch.equal(torch.ops.sgg.guided_step(x, c, u, w, weights, step), first)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # other task boundaries: elements move between SIMD body and scalar tail
+        assert torch.equal(torch.ops.sgg.guided_step(x, c, u, w, weights, step), first)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_python_wrappers_accept_floats_and_tensors():
