@@ -26,11 +26,12 @@ CHUNK = 512
 
 @dataclass(frozen=True)
 class LeavesConfig:
-    """Shape of the toy: `classes` trees of `depth` levels below the root, `per_branch` Gaussians each."""
+    """Shape of the toy: `classes` trees of `depth` levels below the root, `per_branch` Gaussians a branch."""
 
     classes: int = 2
     depth: int = 5
     per_branch: int = 4
+    thickness: float = 0.06  # root branch's cross-section std, before scaling to unit variance
     seed: int = 0
 
 
@@ -176,5 +177,5 @@ def _grow_leaves(config: LeavesConfig):
     for c in range(config.classes):
         angle = math.pi / 2 + spacing * (c - (config.classes - 1) / 2)
         start = (0.2 * math.cos(angle), 0.2 * math.sin(angle))
-        branch(c, 0, start, angle, 1.0 * jitter(0.1), 0.06)
+        branch(c, 0, start, angle, 1.0 * jitter(0.1), config.thickness)
     return mu, cov, weight, label
