@@ -25,14 +25,15 @@ REACHED_MAHALANOBIS2 = -2 * math.log(0.01)   # chi-square(2) 99% quantile, 9.21
 OFF_MAHALANOBIS2 = -2 * math.log(0.001)      # chi-square(2) 99.9% quantile, 13.8
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, generator: torch.Generator, projections: int = 256) -> float:
+def sliced_wasserstein(a: Tensor, b: Tensor, generator: torch.Generator, projections: int = 128) -> float:
     """Sliced 2-Wasserstein distance between equal-size point sets a, b [N, 2]."""
     if a.shape != b.shape:
         raise ValueError(f"sliced_wasserstein needs equal-size sets, got {list(a.shape)} and {list(b.shape)}")
     angle = torch.rand(projections, generator=generator, dtype=torch.float64) * math.pi
-    directions = torch.stack((angle.cos(), angle.sin()))
-    pa = (a.to(torch.float64) @ directions).sort(0).values
-    pb = (b.to(torch.float64) @ directions).sort(0).values
+    directions = torch.stack((angle.cos(), angle.sin()), 1)
+    # [projections, N], sorted along the contiguous dim: sorting [N, projections] along dim 0 was 10x slower.
+    pa = (directions @ a.to(torch.float64).T).sort(1).values
+    pb = (directions @ b.to(torch.float64).T).sort(1).values
     return float((pa - pb).square().mean().sqrt())
 
 

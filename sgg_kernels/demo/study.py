@@ -35,11 +35,11 @@ REGIMES = {
     "deep": Regime("2 classes, depth-5 trees, well-fitted model",
                    LeavesConfig(classes=2, depth=5, per_branch=3, thickness=0.1),
                    TrainConfig(width=64, layers=4, steps=3000),
-                   TrainConfig(width=32, layers=2, steps=400, label_dropout=0.0), per_class=2048),
+                   TrainConfig(width=32, layers=4, steps=400, label_dropout=0.0), per_class=2048),
     "shallow": Regime("8 classes, depth-2 trees, under-fitted model",
                       LeavesConfig(classes=8, depth=2, per_branch=4),
                       TrainConfig(width=64, layers=4, steps=250),
-                      TrainConfig(width=16, layers=2, steps=80, label_dropout=0.0), per_class=512),
+                      TrainConfig(width=32, layers=4, steps=60, label_dropout=0.0), per_class=512),
 }
 
 
