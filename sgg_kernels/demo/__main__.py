@@ -23,9 +23,9 @@ def table_rows(regime: str, result: StudyResult) -> list[tuple]:
     for r in result.rows:
         per_class = [v["sw"] for k, v in r.quality.items() if k != "all"]
         q = r.quality["all"]
-        out.append((regime, r.method, r.settings, f"{r.nfe:g}", f"{q['sw']:.3f}", f"{sum(per_class) / len(per_class):.3f}",
-                    f"{q['logp']:.2f}", f"{q['cover']:.3f}", f"{100 * q['off']:.1f}", f"{r.verr_hi:.3f}",
-                    f"{r.verr_lo:.3f}"))
+        out.append((regime, r.method, r.settings, f"{r.nfe:g}", f"{q['sw']:.3f}",
+                    f"{sum(per_class) / len(per_class):.3f}", f"{q['logp']:.2f}", f"{q['cover']:.3f}",
+                    f"{100 * q['off']:.1f}", f"{r.verr_hi:.3f}", f"{r.verr_lo:.3f}"))
     return out
 
 

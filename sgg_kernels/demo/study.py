@@ -34,7 +34,7 @@ class Regime:
 REGIMES = {
     "deep": Regime("2 classes, depth-5 trees, well-fitted model",
                    LeavesConfig(classes=2, depth=5, per_branch=3, thickness=0.1),
-                   TrainConfig(width=64, layers=4, steps=3000),
+                   TrainConfig(width=64, layers=4, steps=6000),
                    TrainConfig(width=32, layers=4, steps=400, label_dropout=0.0), per_class=2048),
     "shallow": Regime("8 classes, depth-2 trees, under-fitted model",
                       LeavesConfig(classes=8, depth=2, per_branch=4),
