@@ -59,6 +59,18 @@ def test_log_density_is_normalised(toy):
         assert abs(float(mass) - 1) < 1e-3
 
 
+def test_bad_input_is_named(toy):
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        toy.velocity(x, 0.5, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match="labels must lie in"):
+        toy.sample(torch.tensor([-1]), torch.Generator())  # sampling needs a class
+    with pytest.raises(ValueError, match="x must be points"):
+        toy.log_density(torch.zeros(4, 3), 0.5)
+    with pytest.raises(ValueError, match="t must be a noise level"):
+        toy.log_density(x, 1.5)
+
+
 def test_exact_model_reaches_the_noise_floor(toy):
     # The metric's sanity check: with the ideal velocity as the model, unguided sampling lands within
     # sampling noise of the exact distribution and its velocity error is rounding; guidance moves it away.
