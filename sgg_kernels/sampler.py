@@ -191,15 +191,15 @@ def sample(model: Model, cond: Any, schedule: GuidanceSchedule, *, noise: Option
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if device is None:
-        device = cond.device if isinstance(cond, Tensor) else (generator.device if generator is not None else "cpu")
+        device = cond.device if isinstance(cond, Tensor) else getattr(generator, "device", "cpu")
     x = _initial_noise(noise, shape, generator, device, dtype)
     grid_t = timestep_grid(num_steps, grid, shift) if timesteps is None else timesteps
     tables = GuidanceTables.build(schedule, grid_t, x.device)
     plan = tables.plan
-    for name, needed, given in (("null_cond", any(plan.uncond), null_cond), ("weak_model", any(plan.weak), weak_model)):
-        if needed and given is None:
-            steps = plan.uncond if name == "null_cond" else plan.weak
-            raise ValueError(f"the schedule uses {name} (first at step {steps.index(True) + 1} of {tables.num_steps}) but none was given")
+    for name, given, used in (("null_cond", null_cond, plan.uncond), ("weak_model", weak_model, plan.weak)):
+        if given is None and any(used):
+            raise ValueError(f"the schedule uses {name} (first at step {used.index(True) + 1} of {tables.num_steps}) "
+                             "but none was given")
     evaluate = _Evaluator(model, weak_model, cond, null_cond, tables, batch_cond_uncond, check_finite)
     t_device = tables.grid.to(x.device, torch.float32)
     half = tables.euler * torch.tensor([1.0, 0.5], device=x.device)  # Heun's (1, h / 2)

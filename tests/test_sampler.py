@@ -5,6 +5,9 @@ v(x, t) = -mu + k_t (x - (1 - t) mu) with k_t = (t - (1 - t) s^2) / ((1 - t)^2 s
 probability-flow ODE maps noise x1 to x0 = mu + s x1. v is linear in mu, so guidance with constant
 weights between Gaussians of one width s is again a Gaussian velocity, with the guided mean.
 """
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -63,11 +66,14 @@ def plain_loop(velocity, x, grid, solver):
 @pytest.mark.parametrize("grid", ["uniform", "sd3"])
 def test_unguided_and_constant_guidance_reach_the_exact_gaussian(grid):
     cond, null, noise = problem()
-    lam_cdg, lam_cag, mean_weak = 1.5, 0.5, cond * 0.3
-    # cond + lam_cdg (cond - 0) + lam_cag (cond - 0.3 cond): the guided mean, as v is linear in mu.
+    lam_cdg, lam_cag = 1.5, 0.5
+    # The uncond target has mean 0 (null = 0) and the weak one 0.3 * cond, all of width S_DATA, so the
+    # guided target has mean cond + lam_cdg (cond - 0) + lam_cag (cond - 0.3 cond).
     guided_mean = cond * (1 + lam_cdg + lam_cag * 0.7)
     schedule = GuidanceSchedule.cfg(1 + lam_cdg) + GuidanceSchedule.autoguidance(1 + lam_cag)
-    weak = lambda x, t, c: gaussian_velocity(x, t, 0.3 * c, S_DATA)  # noqa: E731
+
+    def weak(x, t, c):
+        return gaussian_velocity(x, t, 0.3 * c, S_DATA)
     errors = {}
     for solver in ("euler", "heun"):
         for steps in (16, 64):
@@ -103,15 +109,16 @@ def test_segmented_guidance_matches_a_plain_loop(solver, batch_cond_uncond):
     evaluations_per_step = 2  # cond plus exactly one of uncond / weak at every step
     corrected_steps = 0 if solver == "euler" else 19  # Heun re-evaluates all but the step into t = 0
     assert out.nfe == sum(model.batches) + sum(weak.batches) == 3 * evaluations_per_step * (20 + corrected_steps)
-    model_calls = (20 + corrected_steps) + (0 if batch_cond_uncond else cdg_steps + (cdg_steps if solver == "heun" else 0))
-    assert len(model.batches) == model_calls
+    uncond_calls = 0 if batch_cond_uncond else cdg_steps * (1 if solver == "euler" else 2)  # all before t = 0
+    assert len(model.batches) == 20 + corrected_steps + uncond_calls
     assert out.weights.shape == (20, 2) and torch.equal(out.timesteps, grid)
 
 
 def test_noise_from_generator_and_float32():
     cond, null, _ = problem(dtype=torch.float32)
-    run = lambda: sample(CountingModel(S_DATA), cond, GuidanceSchedule.cfg(3.0), shape=(3, 4), null_cond=null,  # noqa: E731
-                         num_steps=8, generator=torch.Generator().manual_seed(5))
+    def run():
+        return sample(CountingModel(S_DATA), cond, GuidanceSchedule.cfg(3.0), shape=(3, 4), null_cond=null,
+                      num_steps=8, generator=torch.Generator().manual_seed(5))
     first, second = run(), run()
     assert first.x.dtype == torch.float32 and torch.equal(first.x, second.x)
     noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(5))
@@ -134,7 +141,8 @@ def test_errors_name_the_step_and_the_problem():
     cond, null, noise = problem()
     sgg = GuidanceSchedule.sgg(4.5, 2.0, 0.5)
     weak = CountingModel(S_WEAK)
-    with pytest.raises(ValueError, match=r"step 1/4 \(t=1, cdg\): the batched cond\+uncond prediction has shape \[6, 2\], expected \[6, 4\]"):
+    batched_shape = r"step 1/4 \(t=1, cdg\): the batched cond\+uncond prediction has shape \[6, 2\], expected \[6, 4\]"
+    with pytest.raises(ValueError, match=batched_shape):
         sample(lambda x, t, c: x[:, :2], cond, sgg, noise=noise, null_cond=null, weak_model=weak, num_steps=4)
     with pytest.raises(ValueError, match=r"does not fit the grid of 10 steps.*ends at step 14"):
         sample(CountingModel(S_DATA), cond, GuidanceSchedule.from_sd3_args(28), noise=noise, null_cond=null,
@@ -164,3 +172,8 @@ def test_cuda_matches_cpu():
     runs = [sample(CountingModel(S_DATA), cond.to(d), schedule, noise=noise.to(d), null_cond=null.to(d),
                    weak_model=CountingModel(S_WEAK), num_steps=16, solver="heun").x.cpu() for d in ("cpu", "cuda")]
     torch.testing.assert_close(runs[1], runs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_importing_the_package_does_not_import_diffusers():
+    code = "import sys, sgg_kernels, sgg_kernels.sampler; assert 'diffusers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,7 @@ Needs the ``diffusers`` extra (``pip install .[diffusers]``); ``import sgg_kerne
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -43,15 +43,18 @@ class FlowMatchGuidedStep:
 
     def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, schedule: GuidanceSchedule,
                  device: Union[torch.device, str, None] = None):
+        """device: where the latents live (default: the scheduler's sigmas' device, set by set_timesteps)."""
         if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
-            raise TypeError(f"FlowMatchGuidedStep needs a FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
+            raise TypeError("FlowMatchGuidedStep needs a FlowMatchEulerDiscreteScheduler, "
+                            f"got {type(scheduler).__name__}")
         for flag in ("stochastic_sampling", "invert_sigmas"):
             if scheduler.config.get(flag, False):
                 raise ValueError(f"FlowMatchGuidedStep supports the deterministic Euler step only; "
                                  f"the scheduler has {flag}=True")
         if getattr(scheduler, "sigmas", None) is None or scheduler.num_inference_steps is None:
             raise ValueError("call scheduler.set_timesteps(...) before building FlowMatchGuidedStep")
-        self.tables = GuidanceTables.build(schedule, scheduler.sigmas.double(), torch.device(device or "cpu"))
+        device = scheduler.sigmas.device if device is None else torch.device(device)
+        self.tables = GuidanceTables.build(schedule, scheduler.sigmas.double(), device)
 
     @property
     def num_steps(self) -> int:
@@ -66,7 +69,8 @@ class FlowMatchGuidedStep:
         need_uncond, need_weak = self.needs(i)
         for name, needed, given in (("uncond", need_uncond, uncond), ("weak", need_weak, weak)):
             if needed and given is None:
-                raise ValueError(f"step {i + 1}/{self.num_steps} ({self.tables.active(i)}) needs the {name} prediction, got None")
+                raise ValueError(f"step {i + 1}/{self.num_steps} ({self.tables.active(i)}) needs the {name} "
+                                 "prediction, got None")
         args = (cond, uncond if need_uncond else None, weak if need_weak else None,
                 self.tables.weights[i], self.tables.euler[i])
         if in_place:
@@ -76,16 +80,18 @@ class FlowMatchGuidedStep:
 
 
 def _halves(n: int) -> tuple[int, int, int]:
-    """The paper's split for n steps: CFG on 1..n//2, skip-layer guidance on n//2+1..n (14/15 at 28)."""
+    """(cfg_end, slg_start, slg_end) of the paper's split for n steps: CFG on 1..n//2, skip-layer
+    guidance on n//2+1..n (14 / 15 at 28 steps)."""
     return max(n // 2, 1), min(n // 2 + 1, n), n
 
 
 class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
     """StableDiffusion3Pipeline with weak-to-strong segmented guidance (SGG).
 
-    Build it from a loaded pipe with ``StableDiffusion3SGGPipeline.from_pipe(pipe)`` (same modules, no
-    copy). Arguments are the official SGG pipeline's; step indices are 1-indexed and inclusive. Unset
-    ranges follow the paper's split: CFG on steps 1..N//2, skip-layer guidance on N//2+1..N.
+    Build it from a loaded pipe with ``StableDiffusion3SGGPipeline(**pipe.components)`` (the same
+    modules; ``from_pipe`` would cast them to float32 unless given ``torch_dtype``). Arguments are
+    the official SGG pipeline's; step indices are 1-indexed and inclusive. Unset ranges follow the
+    paper's split: CFG on steps 1..N//2, skip-layer guidance on N//2+1..N.
     ``guidance_schedule`` replaces all the guidance arguments with any GuidanceSchedule (its
     'cag' segments use the skip-layer pass). IP-Adapter inputs are not supported, and
     ``callback_on_step_end`` receives ``latents`` only.
@@ -121,11 +127,11 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                           max_sequence_length=max_sequence_length)
         num_steps = len(sigmas) if sigmas is not None else num_inference_steps
         if guidance_schedule is None:
-            cfg_end, slg_start, slg_end = _halves(num_steps)
+            cfg_end, slg_start, slg_end = (given if given is not None else default for given, default in zip(
+                (cfg_guidance_end, skip_layer_guidance_start, skip_layer_guidance_end), _halves(num_steps)))
             guidance_schedule = GuidanceSchedule.from_sd3_args(
-                num_steps, guidance_scale, cfg_guidance_start, cfg_guidance_end or cfg_end, use_segmented_guidance,
-                skip_layer_guidance_scale, skip_layer_guidance_start or slg_start, skip_layer_guidance_end or slg_end,
-                cfg_schedule, cfg_d_w, slg_schedule, slg_d_w)
+                num_steps, guidance_scale, cfg_guidance_start, cfg_end, use_segmented_guidance,
+                skip_layer_guidance_scale, slg_start, slg_end, cfg_schedule, cfg_d_w, slg_schedule, slg_d_w)
         self._check_skip_layers(skip_guidance_layers, guidance_schedule)
         self._guidance_scale, self._clip_skip = guidance_scale, clip_skip
         self._joint_attention_kwargs, self._interrupt = joint_attention_kwargs, False
