@@ -22,7 +22,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sgg_kernels compiled launchers";
   m.def("guided_step_cpu", &sgg::cpu::guided_step_cpu, "out = step_a*x + step_b*guide(...) on CPU",
         py::arg("out"), py::arg("x"), py::arg("cond"), py::arg("uncond"), py::arg("weak"), py::arg("weights"),
-        py::arg("step"));
+        py::arg("step"), py::call_guard<py::gil_scoped_release>());  // other Python threads run meanwhile
   m.def("cpu_capability", &cpu_capability, "SIMD level used by the dense CPU kernel");
   m.def("set_cpu_capability", &set_cpu_capability, "force a SIMD level (default, avx2, avx512)");
 }

@@ -84,11 +84,12 @@ def check_guidance_args(op: str, x: Optional[Tensor], cond: Tensor, uncond: Opti
         raise TypeError(f"sgg.{op}: cond has dtype {cond.dtype}; supported are float16, bfloat16, float32, float64")
     if cond.dim() < 1:
         raise ValueError(f"sgg.{op}: cond must have a batch dimension, got a 0-d tensor")
+    steps = op != "guide"  # x and step are required by the step ops and absent from guide
     for name, t in (("x", x), ("uncond", uncond), ("weak", weak)):
-        if t is not None:
+        if t is not None or (name == "x" and steps):
             _check_operand(name, t, cond, op)
     _check_coefficients("weights", weights, cond, op)
-    if step is not None:
+    if steps:
         _check_coefficients("step", step, cond, op)
     if in_place:
         _check_writable(x, {"cond": cond, "uncond": uncond, "weak": weak}, op)

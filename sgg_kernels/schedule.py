@@ -68,23 +68,21 @@ class Segment:
             raise ValueError(f"Segment step interval [{self.lo}, {self.hi}] must be whole steps from 1")
 
     def strengths(self, timesteps: Tensor) -> Tensor:
-        """float64 [N]: this segment's lam at each step (0 where inactive)."""
+        """float64 [N]: this segment's lam at each step (0 where inactive).
+
+        A t interval is compared in the timesteps' own dtype, so that float32 t = 0.8 counts as 0.8."""
         n = timesteps.numel()
         if self.unit == "step":
             if self.hi > n:
                 raise ValueError(f"{self} ends at step {int(self.hi)} but the grid has {n} steps")
-            pos = torch.arange(1, n + 1, dtype=torch.float64)
-            active = (pos >= self.lo) & (pos <= self.hi)
+            pos, lo, hi = torch.arange(1, n + 1, dtype=torch.float64), self.lo, self.hi
+            active = (pos >= lo) & (pos <= hi)
+            p = (pos - lo) / (hi - lo) if hi > lo else torch.zeros(n, dtype=torch.float64)
         else:
             pos = timesteps.to(torch.float64)
-            above_lo = (pos > self.lo) | (pos == 0) if self.lo == 0 else pos > self.lo
-            active = above_lo & (pos <= self.hi)
-        span = self.hi - self.lo
-        zeros = torch.zeros(n, dtype=torch.float64)
-        if self.unit == "step":
-            p = (pos - self.lo) / span if span else zeros
-        else:
-            p = (self.hi - pos) / span if span else zeros
+            lo, hi = (torch.tensor(v, dtype=timesteps.dtype).item() for v in (self.lo, self.hi))
+            active = ((pos > lo) | ((pos == 0) & (lo == 0))) & (pos <= hi)
+            p = (hi - pos) / (hi - lo) if hi > lo else torch.zeros(n, dtype=torch.float64)
         if self.shape == "linear":
             lam = self.lam + self.d_w * (1 - 2 * p)
         elif self.shape == "cosine":
@@ -108,8 +106,10 @@ class EvaluationPlan:
 
 
 def _as_timesteps(timesteps: Union[Tensor, Sequence[float]]) -> Tensor:
-    t = torch.as_tensor(timesteps, dtype=torch.float64).cpu() if not isinstance(timesteps, Tensor) else \
-        timesteps.detach().to("cpu", torch.float64)
+    """A CPU copy in the caller's floating dtype (Python floats: float64)."""
+    t = timesteps.detach().cpu() if isinstance(timesteps, Tensor) else torch.as_tensor(timesteps, dtype=torch.float64)
+    if not t.is_floating_point():
+        t = t.double()
     if t.dim() != 1:
         raise ValueError(f"timesteps must be 1-D (each step's current t), got shape {list(t.shape)}")
     if not bool(torch.isfinite(t).all()) or bool(((t < 0) | (t > 1)).any()):
