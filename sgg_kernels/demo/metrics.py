@@ -6,7 +6,7 @@ Sample metrics, per class and overall (classes pooled):
 - ``logp``: precision, the mean exact log-density of the samples under their class;
 - ``cover``: recall, the fraction of the class's mixture components reached, i.e. that are the most
   responsible component of at least one sample lying within their 99% ellipse;
-- ``off``: the fraction of samples outside the 99.9% ellipse of every component of their class.
+- ``off``: the fraction of samples outside the 99.9% ellipse of their most responsible component.
 """
 from __future__ import annotations
 

@@ -65,9 +65,10 @@ def train_velocity_model(toy: LeavesMixture, config: TrainConfig, desc: str = "t
                          progress: bool = True) -> VelocityMLP:
     """Flow matching on the linear path: regress eps - x0 at x_t = (1-t) x0 + t eps, t ~ U(0, 1)."""
     gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # parameter initialisation
-    model = VelocityMLP(toy.num_classes, config.width, config.layers)
-    # A fixed pool of exact samples (64 batches) is faster than drawing fresh ones and plenty for a 2-D toy.
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, leaving the caller's RNG alone
+        torch.manual_seed(config.seed)
+        model = VelocityMLP(toy.num_classes, config.width, config.layers)
+    # A fixed pool of 64 batches of exact samples, drawn once instead of at every step.
     pool_labels = torch.randint(0, toy.num_classes, (64 * config.batch,), generator=gen)
     pool = toy.sample(pool_labels, gen).float()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)

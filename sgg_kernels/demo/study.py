@@ -60,7 +60,7 @@ SWEEPS = {
     "small": {"scales": (1.5, 3.0), "taus": (0.3, 0.5, 0.7)},
     "full": {"scales": (1.5, 2.0, 3.0), "taus": (0.2, 0.3, 0.5, 0.7, 0.8)},
 }
-INTERVAL = (0.2, 0.8)  # limited-interval CFG band in t, ~ the EDM2 paper's sigma in (0.28, 5.42]
+INTERVAL = (0.2, 0.8)  # limited-interval CFG: off at the highest and lowest noise (Kynkaanniemi et al. 2024)
 
 
 def sweep_methods(scales, taus) -> list[Method]:
