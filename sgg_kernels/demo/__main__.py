@@ -96,8 +96,8 @@ def main(argv=None) -> None:
                      + removable_summary(result))
     print(f"\nSW: sliced Wasserstein to exact samples (overall; mean over classes). logp: mean exact log-density "
           f"(precision). cover: fraction of mixture components reached (recall). off%: samples outside the 99.9% "
-          f"ellipse of their most responsible component. verr>, verr<=: mean |v - v*|^2 vs the ideal class velocity for "
-          f"t > {HIGH_NOISE} and t <= {HIGH_NOISE}.\n")
+          f"ellipse of their most responsible component. verr>, verr<=: mean |v - v*|^2 vs the ideal class "
+          f"velocity for t > {HIGH_NOISE} and t <= {HIGH_NOISE}.\n")
     print_table(rows)
     if args.per_class:
         print()

@@ -33,8 +33,8 @@ def plot_samples(result: StudyResult, title: str, path: Path, resolution: int = 
     for ax, (label, x) in zip(axes.flat, result.samples.items()):
         ax.imshow(density.numpy(), origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]), cmap="Greys",
                   aspect="auto")
-        ax.scatter(x[keep, 0].numpy(), x[keep, 1].numpy(), c=labels[keep].numpy(), cmap="tab10", vmin=0, vmax=9, s=1.5, alpha=0.7,
-                   linewidths=0)
+        ax.scatter(x[keep, 0].numpy(), x[keep, 1].numpy(), c=labels[keep].numpy(), cmap="tab10", vmin=0, vmax=9,
+                   s=1.5, alpha=0.7, linewidths=0)
         ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xticks=[], yticks=[], title=label)
     for ax in axes.flat[n:]:
         ax.axis("off")
