@@ -30,8 +30,9 @@ test: build
 bench: build
 	$(PY) -m benchmarks.cpu_table
 
+# The synthetic weak-to-strong study (sgg_kernels/demo): table on stdout, PNGs and results.csv in out/demo.
 demo: build
-	$(PY) -m benchmarks.cpu_table
+	$(PY) -m sgg_kernels.demo --out out/demo
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -6,11 +6,12 @@ Sample metrics, per class and overall (classes pooled):
 - ``logp``: precision, the mean exact log-density of the samples under their class;
 - ``cover``: recall, the fraction of the class's mixture components reached, i.e. that are the most
   responsible component of at least one sample lying within their 99% ellipse;
-- ``off``: the fraction of samples outside the 99.9% ellipse of every component of their class.
+- ``off``: the fraction of samples outside the 99.9% ellipse of their most responsible component.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -24,14 +25,15 @@ REACHED_MAHALANOBIS2 = -2 * math.log(0.01)   # chi-square(2) 99% quantile, 9.21
 OFF_MAHALANOBIS2 = -2 * math.log(0.001)      # chi-square(2) 99.9% quantile, 13.8
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, generator: torch.Generator, projections: int = 256) -> float:
+def sliced_wasserstein(a: Tensor, b: Tensor, generator: torch.Generator, projections: int = 128) -> float:
     """Sliced 2-Wasserstein distance between equal-size point sets a, b [N, 2]."""
     if a.shape != b.shape:
         raise ValueError(f"sliced_wasserstein needs equal-size sets, got {list(a.shape)} and {list(b.shape)}")
     angle = torch.rand(projections, generator=generator, dtype=torch.float64) * math.pi
-    directions = torch.stack((angle.cos(), angle.sin()))
-    pa = (a.to(torch.float64) @ directions).sort(0).values
-    pb = (b.to(torch.float64) @ directions).sort(0).values
+    directions = torch.stack((angle.cos(), angle.sin()), 1)
+    # [projections, N], sorted along the contiguous dim: sorting [N, projections] along dim 0 was 10x slower.
+    pa = (directions @ a.to(torch.float64).T).sort(1).values
+    pb = (directions @ b.to(torch.float64).T).sort(1).values
     return float((pa - pb).square().mean().sqrt())
 
 
@@ -61,14 +63,30 @@ def sample_quality(toy: LeavesMixture, x: Tensor, labels: Tensor, reference: Ten
     return out
 
 
-def velocity_errors(toy: LeavesMixture, model, weak_model, schedules: Mapping[str, GuidanceSchedule],
-                    t_grid: Tensor, points: int, generator: torch.Generator) -> dict[str, Tensor]:
-    """Per method, float64 [T]: mean ||v_guided - v*||^2 at x_t ~ p_t(x | c), v* the ideal class velocity.
+@dataclass
+class VelocityAnalysis:
+    """Per-t velocity errors against the ideal class velocity v*, float64 [T] each.
 
-    The guided velocity is the project's op `guide(v_c, v_u, v_w, weights)` with the method's
-    (lam_cdg, lam_cag) at that t, so every method is judged at the same points.
+    errors: per method, mean |v_guided - v*|^2.
+    best_lam / removable: per guidance direction d ('cdg': v_c - v_u, 'cag': v_c - v_w), the constant
+    lam >= 0 that minimises mean |v_c + lam d - v*|^2 at that t, and the fraction of the conditional
+    model's error it removes. This needs no choice of scale: it says where each family can help at all.
     """
-    errors = {name: torch.empty(len(t_grid), dtype=torch.float64) for name in schedules}
+
+    errors: dict[str, Tensor]
+    best_lam: dict[str, Tensor]
+    removable: dict[str, Tensor]
+
+
+def velocity_analysis(toy: LeavesMixture, model, weak_model, schedules: Mapping[str, GuidanceSchedule],
+                      t_grid: Tensor, points: int, generator: torch.Generator) -> VelocityAnalysis:
+    """Velocity errors at x_t ~ p_t(x | c), the same points for every method.
+
+    A method's guided velocity is the project's op `guide(v_c, v_u, v_w, weights)` with the method's
+    (lam_cdg, lam_cag) at that t.
+    """
+    out = VelocityAnalysis(*({k: torch.empty(len(t_grid), dtype=torch.float64) for k in keys}
+                             for keys in (schedules, ("cdg", "cag"), ("cdg", "cag"))))
     for i, t in enumerate(t_grid.tolist()):
         labels = torch.randint(0, toy.num_classes, (points,), generator=generator)
         x0 = toy.sample(labels, generator)
@@ -81,5 +99,11 @@ def velocity_errors(toy: LeavesMixture, model, weak_model, schedules: Mapping[st
         weak = weak_model(xt, tt, labels)
         for name, schedule in schedules.items():
             guided = ops.guide(cond, uncond, weak, schedule.weights([t])[0])
-            errors[name][i] = (guided.double() - ideal).square().sum(1).mean()
-    return errors
+            out.errors[name][i] = (guided.double() - ideal).square().sum(1).mean()
+        residual = ideal - cond.double()
+        for kind, other in (("cdg", uncond), ("cag", weak)):
+            d = (cond - other).double()
+            lam = ((residual * d).sum() / d.square().sum().clamp_min(1e-30)).clamp_min(0)
+            out.best_lam[kind][i] = lam
+            out.removable[kind][i] = 1 - (residual - lam * d).square().sum() / residual.square().sum()
+    return out

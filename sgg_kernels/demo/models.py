@@ -61,17 +61,19 @@ class VelocityMLP(nn.Module):
         return torch.full((n,), self.num_classes, dtype=torch.long)
 
 
-def train_velocity_model(toy: LeavesMixture, config: TrainConfig, desc: str = "train") -> VelocityMLP:
+def train_velocity_model(toy: LeavesMixture, config: TrainConfig, desc: str = "train",
+                         progress: bool = True) -> VelocityMLP:
     """Flow matching on the linear path: regress eps - x0 at x_t = (1-t) x0 + t eps, t ~ U(0, 1)."""
     gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # parameter initialisation
-    model = VelocityMLP(toy.num_classes, config.width, config.layers)
-    # A fixed pool of exact samples (64 batches) is faster than drawing fresh ones and plenty for a 2-D toy.
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, leaving the caller's RNG alone
+        torch.manual_seed(config.seed)
+        model = VelocityMLP(toy.num_classes, config.width, config.layers)
+    # A fixed pool of 64 batches of exact samples, drawn once instead of at every step.
     pool_labels = torch.randint(0, toy.num_classes, (64 * config.batch,), generator=gen)
     pool = toy.sample(pool_labels, gen).float()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
-    for _ in tqdm(range(config.steps), desc=desc, leave=False, mininterval=0.5):
+    for _ in tqdm(range(config.steps), desc=desc, leave=False, mininterval=0.5, disable=not progress):
         idx = torch.randint(0, pool.shape[0], (config.batch,), generator=gen)
         x0, labels = pool[idx], pool_labels[idx]
         drop = torch.rand(config.batch, generator=gen) < config.label_dropout
@@ -93,7 +95,8 @@ def cache_dir() -> Path:
     return Path(root) / "sgg_kernels" / "demo"
 
 
-def load_or_train(toy: LeavesMixture, config: TrainConfig, name: str, retrain: bool = False) -> VelocityMLP:
+def load_or_train(toy: LeavesMixture, config: TrainConfig, name: str, retrain: bool = False,
+                  progress: bool = True) -> VelocityMLP:
     """The trained model for (toy, config), from the cache when present unless `retrain`."""
     key = repr((CACHE_VERSION, asdict(toy.config), asdict(config)))
     path = cache_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
@@ -101,7 +104,7 @@ def load_or_train(toy: LeavesMixture, config: TrainConfig, name: str, retrain: b
         model = VelocityMLP(toy.num_classes, config.width, config.layers)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval().requires_grad_(False)
-    model = train_velocity_model(toy, config, desc=f"train {name}")
+    model = train_velocity_model(toy, config, desc=f"train {name}", progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)

@@ -6,7 +6,7 @@ sets: its sliced Wasserstein distance is the sampling-noise floor of that column
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..sampler import sample
 from ..schedule import GuidanceSchedule
-from .metrics import sample_quality, velocity_errors
+from .metrics import VelocityAnalysis, sample_quality, velocity_analysis
 from .models import TrainConfig, load_or_train
 from .toy import LeavesConfig, LeavesMixture
 
@@ -33,13 +33,13 @@ class Regime:
 # Two settings, as in the paper. Training sizes keep `make demo` within minutes on 2 shared cores.
 REGIMES = {
     "deep": Regime("2 classes, depth-5 trees, well-fitted model",
-                   LeavesConfig(classes=2, depth=5, per_branch=3),
-                   TrainConfig(width=64, layers=4, steps=3000),
-                   TrainConfig(width=32, layers=2, steps=400, label_dropout=0.0), per_class=2048),
+                   LeavesConfig(classes=2, depth=5, per_branch=3, thickness=0.1),
+                   TrainConfig(width=64, layers=4, steps=6000),
+                   TrainConfig(width=32, layers=4, steps=400, label_dropout=0.0), per_class=2048),
     "shallow": Regime("8 classes, depth-2 trees, under-fitted model",
                       LeavesConfig(classes=8, depth=2, per_branch=4),
                       TrainConfig(width=64, layers=4, steps=250),
-                      TrainConfig(width=16, layers=2, steps=80, label_dropout=0.0), per_class=512),
+                      TrainConfig(width=32, layers=4, steps=60, label_dropout=0.0), per_class=512),
 }
 
 
@@ -60,7 +60,7 @@ SWEEPS = {
     "small": {"scales": (1.5, 3.0), "taus": (0.3, 0.5, 0.7)},
     "full": {"scales": (1.5, 2.0, 3.0), "taus": (0.2, 0.3, 0.5, 0.7, 0.8)},
 }
-INTERVAL = (0.2, 0.8)  # limited-interval CFG band in t, ~ the EDM2 paper's sigma in (0.28, 5.42]
+INTERVAL = (0.2, 0.8)  # limited-interval CFG: off at the highest and lowest noise (Kynkaanniemi et al. 2024)
 
 
 def sweep_methods(scales, taus) -> list[Method]:
@@ -99,7 +99,7 @@ class StudyResult:
     rows: list[Row]
     samples: dict[str, Tensor]              # label -> samples, featured methods and "exact"
     t_grid: Tensor
-    velocity_errors: dict[str, Tensor] = field(default_factory=dict)   # label -> [T]
+    velocity: VelocityAnalysis              # errors of the featured methods only
 
 
 def run_study(toy: LeavesMixture, model, weak_model, methods: list[Method], *, per_class: int,
@@ -124,13 +124,14 @@ def run_study(toy: LeavesMixture, model, weak_model, methods: list[Method], *, p
             samples[m.label] = out.x
 
     t_grid = (torch.arange(t_points, dtype=torch.float64) + 0.5) / t_points
-    errors = velocity_errors(toy, model, weak_model, {m.label: m.schedule for m in methods}, t_grid,
-                             points_per_t, gen)
+    velocity = velocity_analysis(toy, model, weak_model, {m.label: m.schedule for m in methods}, t_grid,
+                                 points_per_t, gen)
     high = t_grid > HIGH_NOISE
     for row, m in zip(rows[1:], methods):
-        row.verr_hi, row.verr_lo = float(errors[m.label][high].mean()), float(errors[m.label][~high].mean())
-    featured = {m.label: errors[m.label] for m in methods if m.featured}
-    return StudyResult(toy, labels, rows, samples, t_grid, featured)
+        err = velocity.errors[m.label]
+        row.verr_hi, row.verr_lo = float(err[high].mean()), float(err[~high].mean())
+    velocity.errors = {m.label: velocity.errors[m.label] for m in methods if m.featured}
+    return StudyResult(toy, labels, rows, samples, t_grid, velocity)
 
 
 def run_regime(name: str, sweep: str = "small", *, retrain: bool = False, num_steps: int = 32,
@@ -138,7 +139,7 @@ def run_regime(name: str, sweep: str = "small", *, retrain: bool = False, num_st
     """Trains (or loads) the regime's models and runs the sweep on them."""
     regime = REGIMES[name]
     toy = LeavesMixture(regime.toy)
-    model = load_or_train(toy, regime.model, f"{name}-main", retrain)
-    weak = load_or_train(toy, regime.weak, f"{name}-weak", retrain)
+    model = load_or_train(toy, regime.model, f"{name}-main", retrain, progress)
+    weak = load_or_train(toy, regime.weak, f"{name}-weak", retrain, progress)
     return run_study(toy, model, weak, sweep_methods(**SWEEPS[sweep]), per_class=regime.per_class,
                      num_steps=num_steps, seed=seed, progress=progress)

@@ -26,11 +26,12 @@ CHUNK = 512
 
 @dataclass(frozen=True)
 class LeavesConfig:
-    """Shape of the toy: `classes` trees of `depth` levels below the root, `per_branch` Gaussians each."""
+    """Shape of the toy: `classes` trees of `depth` levels below the root, `per_branch` Gaussians a branch."""
 
     classes: int = 2
     depth: int = 5
     per_branch: int = 4
+    thickness: float = 0.06  # root branch's cross-section std, before scaling to unit variance
     seed: int = 0
 
 
@@ -64,11 +65,13 @@ class LeavesMixture:
 
     def sample(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         """Exact data samples x0 [N,2] (float64), one for each class label in `labels` [N]."""
+        self._check_labels(labels, lowest=0)
         comp = torch.empty_like(labels)
         for c in range(self.num_classes):
             rows, ks = (labels == c).nonzero().squeeze(1), self.components_of(c)
             if rows.numel():
-                pick = torch.multinomial(self.log_weight[ks].exp(), rows.numel(), replacement=True, generator=generator)
+                weights = self.log_weight[ks].exp()
+                pick = torch.multinomial(weights, rows.numel(), replacement=True, generator=generator)
                 comp[rows] = ks[pick]
         z = torch.randn(labels.shape[0], 2, 1, dtype=torch.float64, generator=generator)
         return self.mu[comp] + (self._chol[comp] @ z).squeeze(2)
@@ -128,12 +131,26 @@ class LeavesMixture:
             dists.append(diff[:, 0] * u1.gather(1, k)[:, 0] + diff[:, 1] * u2.gather(1, k)[:, 0])
         return torch.cat(logp), torch.cat(comps), torch.cat(dists)
 
+    def _check_labels(self, labels: Tensor, lowest: int) -> None:
+        if labels.dim() != 1 or labels.is_floating_point():
+            raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {list(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < lowest or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [{lowest}, {self.num_classes}) (-1: all classes), got "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+
     def _broadcast(self, x: Tensor, t, labels):
+        if x.dim() != 2 or x.shape[1] != 2:
+            raise ValueError(f"x must be points of shape [N, 2], got {list(x.shape)}")
         n = x.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float64).expand(n) if not isinstance(t, Tensor) or t.dim() == 0 \
-            else t.to(torch.float64)
-        labels = torch.full((n,), -1, dtype=torch.long) if labels is None else labels.to(torch.long)
-        return x.to(torch.float64), t, labels
+        t = torch.as_tensor(t, dtype=torch.float64)
+        t = t.expand(n) if t.dim() == 0 else t.to(torch.float64)
+        if t.shape != (n,) or bool(((t < 0) | (t > 1)).any()):
+            raise ValueError(f"t must be a noise level in [0, 1], or one per point (shape [{n}])")
+        labels = torch.full((n,), -1, dtype=torch.long) if labels is None else labels
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have one entry per point (shape [{n}]), got {list(labels.shape)}")
+        self._check_labels(labels, lowest=-1)
+        return x.to(torch.float64), t, labels.to(torch.long)
 
 
 def _grow_leaves(config: LeavesConfig):
@@ -176,5 +193,5 @@ def _grow_leaves(config: LeavesConfig):
     for c in range(config.classes):
         angle = math.pi / 2 + spacing * (c - (config.classes - 1) / 2)
         start = (0.2 * math.cos(angle), 0.2 * math.sin(angle))
-        branch(c, 0, start, angle, 1.0 * jitter(0.1), 0.06)
+        branch(c, 0, start, angle, 1.0 * jitter(0.1), config.thickness)
     return mu, cov, weight, label
