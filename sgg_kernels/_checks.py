@@ -17,30 +17,43 @@ def _shape(t: Tensor) -> list:
     return list(t.shape)
 
 
-def _check_tensor(name: str, t, op: str) -> None:
+def check_tensor(name: str, t, op: str) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"sgg.{op}: {name} must be a Tensor, got {type(t).__name__}")
 
 
-def _check_operand(name: str, t: Tensor, cond: Tensor, op: str) -> None:
-    _check_tensor(name, t, op)
-    if t.device != cond.device:
-        raise ValueError(f"sgg.{op}: {name} is on {t.device} but cond is on {cond.device}")
-    if t.dtype != cond.dtype:
-        raise TypeError(f"sgg.{op}: {name} has dtype {t.dtype} but cond has {cond.dtype}; all operands share one dtype")
-    if t.shape != cond.shape:
-        raise ValueError(f"sgg.{op}: {name} has shape {_shape(t)} but cond has shape {_shape(cond)}")
+def check_batched_float(name: str, t, op: str) -> None:
+    """t is a tensor of a supported floating dtype with a batch dimension."""
+    check_tensor(name, t, op)
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"sgg.{op}: {name} has dtype {t.dtype}; supported are float16, bfloat16, float32, float64")
+    if t.dim() < 1:
+        raise ValueError(f"sgg.{op}: {name} must have a batch dimension, got a 0-d tensor")
 
 
-def _check_coefficients(name: str, t: Tensor, cond: Tensor, op: str) -> None:
-    _check_tensor(name, t, op)
-    batch = cond.shape[0]
+def check_operand(name: str, t, ref: Tensor, op: str, ref_name: str = "cond") -> None:
+    """t has ref's device, dtype and shape."""
+    check_tensor(name, t, op)
+    if t.device != ref.device:
+        raise ValueError(f"sgg.{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"sgg.{op}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; "
+                        "all operands share one dtype")
+    if t.shape != ref.shape:
+        raise ValueError(f"sgg.{op}: {name} has shape {_shape(t)} but {ref_name} has shape {_shape(ref)}")
+
+
+def check_coefficients(name: str, t, ref: Tensor, op: str, columns: int = 2, ref_name: str = "cond") -> None:
+    """t is a contiguous float32 [columns] or [B, columns] tensor on ref's device, B = ref.shape[0]."""
+    check_tensor(name, t, op)
+    batch = ref.shape[0]
     if t.dtype != torch.float32:
         raise TypeError(f"sgg.{op}: {name} must be float32, got {t.dtype}")
-    if t.device != cond.device:
-        raise ValueError(f"sgg.{op}: {name} is on {t.device} but cond is on {cond.device}")
-    if not (t.shape == (2,) or t.shape == (batch, 2)):
-        raise ValueError(f"sgg.{op}: {name} must have shape [2] or [B, 2] = [{batch}, 2], got {_shape(t)}")
+    if t.device != ref.device:
+        raise ValueError(f"sgg.{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+    if not (t.shape == (columns,) or t.shape == (batch, columns)):
+        raise ValueError(f"sgg.{op}: {name} must have shape [{columns}] or [B, {columns}] = [{batch}, {columns}], "
+                         f"got {_shape(t)}")
     if not t.is_contiguous():
         raise ValueError(f"sgg.{op}: {name} must be contiguous")
 
@@ -79,17 +92,13 @@ def check_guidance_args(op: str, x: Optional[Tensor], cond: Tensor, uncond: Opti
                         weak: Optional[Tensor], weights: Tensor, step: Optional[Tensor],
                         in_place: bool = False) -> None:
     """Validates the arguments of sgg.guide (x and step None), sgg.guided_step and sgg.guided_step_."""
-    _check_tensor("cond", cond, op)
-    if cond.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"sgg.{op}: cond has dtype {cond.dtype}; supported are float16, bfloat16, float32, float64")
-    if cond.dim() < 1:
-        raise ValueError(f"sgg.{op}: cond must have a batch dimension, got a 0-d tensor")
+    check_batched_float("cond", cond, op)
     steps = op != "guide"  # x and step are required by the step ops and absent from guide
     for name, t in (("x", x), ("uncond", uncond), ("weak", weak)):
         if t is not None or (name == "x" and steps):
-            _check_operand(name, t, cond, op)
-    _check_coefficients("weights", weights, cond, op)
+            check_operand(name, t, cond, op)
+    check_coefficients("weights", weights, cond, op)
     if steps:
-        _check_coefficients("step", step, cond, op)
+        check_coefficients("step", step, cond, op)
     if in_place:
         _check_writable(x, {"cond": cond, "uncond": uncond, "weak": weak}, op)

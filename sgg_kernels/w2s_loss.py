@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import backends
-from ._checks import SUPPORTED_DTYPES
+from ._checks import check_batched_float, check_coefficients, check_operand, check_tensor
 from .reference import accumulation_dtype, w2s_loss_grads_reference, w2s_loss_reference
 
 _lib = torch.library.Library("sgg", "FRAGMENT")
@@ -40,29 +40,16 @@ _lib.define("w2s_loss_backward(Tensor grad, Tensor v, Tensor u, Tensor? weak, Te
 def check_w2s_loss_args(op: str, v: Tensor, u: Tensor, weak: Optional[Tensor], mid: Optional[Tensor],
                         coefs: Tensor, grad: Optional[Tensor] = None) -> None:
     """Names the argument and the problem; reads no values, so it never synchronises."""
-    for name, t in (("v", v), ("u", u), ("weak", weak), ("mid", mid), ("coefs", coefs), ("grad", grad)):
-        if t is not None and not isinstance(t, Tensor):
-            raise TypeError(f"sgg.{op}: {name} must be a Tensor, got {type(t).__name__}")
-    if v.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"sgg.{op}: v has dtype {v.dtype}; supported are float16, bfloat16, float32, float64")
-    if v.dim() < 1:
-        raise ValueError(f"sgg.{op}: v must have a batch dimension, got a 0-d tensor")
+    check_batched_float("v", v, op)
     for name, t in (("u", u), ("weak", weak), ("mid", mid)):
-        if t is None:
-            continue
-        if t.device != v.device:
-            raise ValueError(f"sgg.{op}: {name} is on {t.device} but v is on {v.device}")
-        if t.dtype != v.dtype:
-            raise TypeError(f"sgg.{op}: {name} has dtype {t.dtype} but v has {v.dtype}; all operands share one dtype")
-        if t.shape != v.shape:
-            raise ValueError(f"sgg.{op}: {name} has shape {list(t.shape)} but v has shape {list(v.shape)}")
-    batch = v.shape[0]
-    if coefs.dtype != torch.float32 or coefs.device != v.device:
-        raise TypeError(f"sgg.{op}: coefs must be float32 on {v.device}, got {coefs.dtype} on {coefs.device}")
-    if not (coefs.shape == (3,) or coefs.shape == (batch, 3)):
-        raise ValueError(f"sgg.{op}: coefs must have shape [3] or [B, 3] = [{batch}, 3], got {list(coefs.shape)}")
-    if grad is not None and (grad.shape != (batch,) or grad.device != v.device):
-        raise ValueError(f"sgg.{op}: grad must have shape [{batch}] on {v.device}, got {list(grad.shape)} on {grad.device}")
+        if t is not None or name == "u":
+            check_operand(name, t, v, op, ref_name="v")
+    check_coefficients("coefs", coefs, v, op, columns=3, ref_name="v")
+    if grad is not None:
+        check_tensor("grad", grad, op)
+        if grad.shape != (v.shape[0],) or grad.device != v.device:
+            raise ValueError(f"sgg.{op}: grad must have shape [{v.shape[0]}] on {v.device}, "
+                             f"got {list(grad.shape)} on {grad.device}")
 
 
 # Launchers: forward f(loss, v, u, weak, mid, coefs) writes loss [B]; backward

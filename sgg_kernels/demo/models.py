@@ -61,19 +61,29 @@ class VelocityMLP(nn.Module):
         return torch.full((n,), self.num_classes, dtype=torch.long)
 
 
-def train_velocity_model(toy: LeavesMixture, config: TrainConfig, desc: str = "train",
-                         progress: bool = True) -> VelocityMLP:
-    """Flow matching on the linear path: regress eps - x0 at x_t = (1-t) x0 + t eps, t ~ U(0, 1)."""
+def flow_matching_loss(model: VelocityMLP, xt: Tensor, t: Tensor, labels: Tensor, target: Tensor,
+                       progress: float) -> Tensor:
+    """The plain objective: squared error to the target velocity, summed over x and y, mean over the batch."""
+    return (model(xt, t, labels) - target).square().sum(1).mean()
+
+
+def train_velocity_model(toy: LeavesMixture, config: TrainConfig, desc: str = "train", progress: bool = True,
+                         model: VelocityMLP | None = None, loss_fn=flow_matching_loss) -> VelocityMLP:
+    """Flow matching on the linear path: regress eps - x0 at x_t = (1-t) x0 + t eps, t ~ U(0, 1).
+
+    `loss_fn(model, x_t, t, labels, target, progress)` is the objective (progress: the fraction of
+    training done); any `model` given replaces a freshly seeded VelocityMLP."""
     gen = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation, leaving the caller's RNG alone
-        torch.manual_seed(config.seed)
-        model = VelocityMLP(toy.num_classes, config.width, config.layers)
+    if model is None:
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, leaving the caller's RNG alone
+            torch.manual_seed(config.seed)
+            model = VelocityMLP(toy.num_classes, config.width, config.layers)
     # A fixed pool of 64 batches of exact samples, drawn once instead of at every step.
     pool_labels = torch.randint(0, toy.num_classes, (64 * config.batch,), generator=gen)
     pool = toy.sample(pool_labels, gen).float()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
-    for _ in tqdm(range(config.steps), desc=desc, leave=False, mininterval=0.5, disable=not progress):
+    for step in tqdm(range(config.steps), desc=desc, leave=False, mininterval=0.5, disable=not progress):
         idx = torch.randint(0, pool.shape[0], (config.batch,), generator=gen)
         x0, labels = pool[idx], pool_labels[idx]
         drop = torch.rand(config.batch, generator=gen) < config.label_dropout
@@ -81,7 +91,7 @@ def train_velocity_model(toy: LeavesMixture, config: TrainConfig, desc: str = "t
         eps = torch.randn(config.batch, 2, generator=gen)
         t = torch.rand(config.batch, generator=gen)
         xt = (1 - t[:, None]) * x0 + t[:, None] * eps
-        loss = (model(xt, t, labels) - (eps - x0)).square().sum(1).mean()
+        loss = loss_fn(model, xt, t, labels, eps - x0, step / config.steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

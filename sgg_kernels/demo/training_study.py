@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..schedule import GuidanceSchedule
 from ..training import OPERANDS, W2SLoss
 from .__main__ import print_table, table_rows
-from .models import TrainConfig, VelocityMLP
+from .models import TrainConfig, VelocityMLP, train_velocity_model
 from .study import REGIMES, Method, run_study
 from .toy import LeavesMixture
 
@@ -58,32 +58,20 @@ class VelocityMLPWithExit(VelocityMLP):
 
 def train_with_objective(toy: LeavesMixture, config: TrainConfig, loss_fn: W2SLoss) -> VelocityMLPWithExit:
     """The demo's flow-matching training (same data pool, optimiser and schedule), with loss_fn as the loss."""
-    gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    model = VelocityMLPWithExit(toy.num_classes, config.width, config.layers)
-    pool_labels = torch.randint(0, toy.num_classes, (64 * config.batch,), generator=gen)
-    pool = toy.sample(pool_labels, gen).float()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
-    for step in range(config.steps):
-        idx = torch.randint(0, pool.shape[0], (config.batch,), generator=gen)
-        x0, labels = pool[idx], pool_labels[idx]
-        labels = torch.where(torch.rand(config.batch, generator=gen) < config.label_dropout, toy.num_classes, labels)
-        eps = torch.randn(config.batch, 2, generator=gen)
-        t = torch.rand(config.batch, generator=gen)
-        xt = (1 - t[:, None]) * x0 + t[:, None] * eps
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = VelocityMLPWithExit(toy.num_classes, config.width, config.layers)
+    needs = OPERANDS[loss_fn.weak_type]
+
+    def objective(model, xt, t, labels, target, progress):
         v, v_mid = model.forward_with_exit(xt, t, labels)
-        needs = OPERANDS[loss_fn.weak_type]
         operands = {"weak": None, "mid": v_mid if "mid" in needs else None}
         if "weak" in needs:  # the unconditional prediction, under stop-gradient as in the reference
             with torch.no_grad():
-                operands["weak"] = model(xt, t, model.null_labels(config.batch))
-        loss = loss_fn(v, eps - x0, t, progress=step / config.steps, **operands)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval().requires_grad_(False)
+                operands["weak"] = model(xt, t, model.null_labels(xt.shape[0]))
+        return loss_fn(v, target, t, progress=progress, **operands)
+
+    return train_velocity_model(toy, config, progress=False, model=model, loss_fn=objective)
 
 
 def compare(regime_name: str, steps: int | None, num_steps: int, seed: int) -> list[tuple]:
