@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make gpu-check`: on a machine with a CUDA GPU, build the extension in place, run the GPU tests and
+# compute-sanitizer (memcheck, racecheck) over every op, and
 # print the GPU benchmark table. Uses the python that already has torch, triton, nvcc's matching
 # toolkit, ninja and pytest (no venv, no network); PYTHON=... picks another interpreter.
 #
