@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # A CUDA 13.0 build of torch: the CUDA sources then compile here with the local nvcc 13.0.
 TORCH_SPEC ?= torch==2.14.1
 
-.PHONY: setup build test bench demo gpu-check clean
+.PHONY: setup build test bench bench-compare demo gpu-check clean
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,21 @@ build: setup
 test: build
 	$(PY) -m pytest -q tests
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/triton
+	# The benchmark suite at tiny sizes, each case run once untimed (~45 s): it never rots.
+	SGG_BENCH_SMOKE=1 $(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable
 
+# The full report (CSV, benchmarks/RESULTS.md, PNG); about 20 min on the 2-core CPU machine.
 bench: build
-	$(PY) -m benchmarks.cpu_table
+	$(PY) -m benchmarks.report
 
+# This run against the saved baseline of this kind of machine; fails on a median BENCH_THRESHOLD slower.
+BENCH_THRESHOLD ?= 30
+bench-compare: build
+	$(PY) -m benchmarks.report --compare $(BENCH_THRESHOLD) --no-results-md --out-dir build/bench-compare
+
+# The end-to-end SD3 comparison alone (about 1 min): the reference SGG loop vs the drop-in pipeline.
 demo: build
-	$(PY) -m benchmarks.cpu_table
+	$(PY) -m pytest -q -p no:cacheprovider benchmarks/test_bench_e2e.py --benchmark-columns=median,rounds
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -86,9 +86,7 @@ def reference_loop(pipe, inputs) -> torch.Tensor:
     return x
 
 
-def sgg_drop_in(pipe, inputs) -> torch.Tensor:
-    sgg = StableDiffusion3SGGPipeline(**pipe.components)
-    sgg.set_progress_bar_config(disable=True)
+def sgg_drop_in(sgg: StableDiffusion3SGGPipeline, inputs) -> torch.Tensor:
     side = LATENT_SIDE * sgg.vae_scale_factor
     return sgg(height=side, width=side, num_inference_steps=STEPS, guidance_scale=GUIDANCE_SCALE,
                cfg_guidance_start=1, cfg_guidance_end=CFG_END, skip_guidance_layers=SKIP_LAYERS,
@@ -96,5 +94,10 @@ def sgg_drop_in(pipe, inputs) -> torch.Tensor:
                skip_layer_guidance_end=STEPS, output_type="latent", **inputs).images
 
 
-def sampler(way: str):
-    return {"reference loop": reference_loop, "sgg drop-in": sgg_drop_in}[way]
+def sampler(way: str, pipe):
+    """f(inputs) -> latents; the drop-in pipeline is built once, as a user would."""
+    if way == "reference loop":
+        return lambda inputs: reference_loop(pipe, inputs)
+    sgg = StableDiffusion3SGGPipeline(**pipe.components)  # the same modules, nothing copied or cast
+    sgg.set_progress_bar_config(disable=True)
+    return lambda inputs: sgg_drop_in(sgg, inputs)

@@ -30,12 +30,12 @@ def one_thread():
 def test_sd3_sampling(benchmark, one_thread, way):
     pipe, inputs = e2e_sd3.build()
     clock = e2e_sd3.ModelClock(pipe.transformer)
-    run = e2e_sd3.sampler(way)
+    run = e2e_sd3.sampler(way, pipe)
     model_seconds, samples = [], []
 
     def one_image():
         clock.reset()
-        out = run(pipe, inputs)
+        out = run(inputs)
         model_seconds.append(clock.seconds)
         samples.append(clock.samples)
         return out
