@@ -25,6 +25,7 @@ OPS = ("guide", "guided_step", "guided_step_", "w2s_loss")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SMOKE = os.environ.get("SGG_BENCH_SMOKE") == "1"  # CI: tiny sizes, so the suite runs in seconds
 MAX_INPUT_SETS = 64
+ONE_EAGER_OP = "eager 1 op (c-u)"  # CUDA only; its GB/s column counts the op's bytes, not its own
 FUSED = ("sgg cpu", "sgg cuda", "sgg triton")  # the providers that are this package's kernels
 
 
@@ -166,9 +167,11 @@ def guidance_case(op: str, shape, dtype, device: str) -> Case:
     providers["eager chain"] = Provider(_rotating(baseline(eager), sets))
     providers["torch.compile chain"] = Provider(_rotating(baseline(compiled), sets))
     providers["copy (same bytes)"] = Provider(_same_bytes_copy(operands * elem, device))
+    if device == "cuda":  # one elementwise kernel: the latency yardstick of issue 3's small-size goal
+        providers[ONE_EAGER_OP] = Provider(_rotating(lambda i: torch.sub(i.cond, i.uncond), sets))
 
     def check(name: str) -> None:
-        if name.startswith("copy"):
+        if name.startswith("copy") or name == ONE_EAGER_OP:
             return
         i = make_inputs(shape, dtype, device, seed=99)  # a fresh set: in-place calls change x
         exact = guided_step_reference(i.x if step else None, i.cond, i.uncond, i.weak, i.weights,

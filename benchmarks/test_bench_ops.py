@@ -6,7 +6,8 @@
 Providers: `sgg cpu` (the C++ kernel through the op), `sgg cuda` / `sgg triton` (the GPU backends,
 only with a GPU), `sgg torch` (the pure-PyTorch path), `eager chain` (the diffusers-style chain, or
 the eager loss), `torch.compile chain` (its compilation), `copy (same bytes)` (a copy moving as many
-bytes as the op must: the bandwidth limit). Each provider's result is checked against the float64
+bytes as the op must: the bandwidth limit) and, on CUDA, `eager 1 op (c-u)` (one elementwise kernel,
+the latency yardstick at small sizes). Each provider's result is checked against the float64
 reference before it is timed.
 """
 import contextlib
@@ -17,11 +18,11 @@ import torch
 
 import sgg_kernels  # noqa: F401  (registers torch.ops.sgg)
 from benchmarks import timing
-from benchmarks.cases import DTYPES, OPS, make_case, sizes
+from benchmarks.cases import DTYPES, ONE_EAGER_OP, OPS, make_case, sizes
 from benchmarks.conftest import devices
 
 PROVIDERS = ("sgg cpu", "sgg cuda", "sgg triton", "sgg torch", "eager chain", "torch.compile chain",
-             "copy (same bytes)")
+             "copy (same bytes)", ONE_EAGER_OP)
 SIZE_LABELS = list(sizes("cuda" if torch.cuda.is_available() else "cpu", torch.float32))
 
 
