@@ -1,6 +1,6 @@
 """End-to-end SD3 sampling on CPU: the reference SGG loop against this package's drop-in pipeline.
 
-A small SD3Transformer2DModel with random weights (no download): latents [1, 16, 16, 16] (a 128 px
+A small SD3Transformer2DModel with random weights (no download): latents [1, 16, 32, 32] (a 256 px
 image), 12 blocks, so the SD3.5 skip layers 7, 8, 9 exist. 28 steps, the paper's settings: CFG at
 4.5 on steps 1-14, skip-layer guidance at 3.0 on steps 15-28 (skip layers 7, 8, 9).
 
@@ -24,7 +24,7 @@ from sgg_kernels.integrations.diffusers_sd3 import StableDiffusion3SGGPipeline
 
 STEPS, CFG_END, SLG_START = 28, 14, 15
 GUIDANCE_SCALE, SLG_SCALE, SKIP_LAYERS = 4.5, 3.0, [7, 8, 9]
-LATENT_SIDE, TOKENS, WIDTH = 16, 16, 64
+LATENT_SIDE, TOKENS, WIDTH = 32, 16, 64
 WAYS = ("reference loop", "sgg drop-in")
 
 

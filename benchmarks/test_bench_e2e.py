@@ -13,7 +13,7 @@ import torch
 from benchmarks import e2e_sd3
 from benchmarks.cases import SMOKE
 
-ROUNDS = 1 if SMOKE else 3
+ROUNDS = 1 if SMOKE else 5
 
 
 @pytest.fixture(scope="module")
