@@ -29,7 +29,7 @@ test: build
 	# The benchmark suite and its report at one tiny size, one round each (~30 s): neither rots.
 	SGG_BENCH_SMOKE=1 $(PY) -m benchmarks.report --no-results-md --out-dir build/bench-smoke
 
-# The full report (CSV, benchmarks/RESULTS.md, PNG); about 20 min on the 2-core CPU machine.
+# The full report (CSV, benchmarks/RESULTS.md, PNG); about 7 min on the 2-core CPU machine.
 bench: build
 	$(PY) -m benchmarks.report
 

@@ -1,6 +1,6 @@
 """Runs the benchmark suite and writes the report: a CSV, the tables in benchmarks/RESULTS.md, a PNG plot.
 
-    make bench                                   # = python -m benchmarks.report (CPU, about 9 min here)
+    make bench                                   # = python -m benchmarks.report (CPU, about 7 min here)
     python -m benchmarks.report --device cuda --budget-s 300 --out-dir build/gpu-check   # `make gpu-check`
     python -m benchmarks.report --save-baseline  # also store the run as benchmarks/baselines/<kind>.json
 
