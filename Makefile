@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # A CUDA 13.0 build of torch: the CUDA sources then compile here with the local nvcc 13.0.
 TORCH_SPEC ?= torch==2.14.1
 
-.PHONY: setup build test bench demo gpu-check clean
+.PHONY: setup build test bench bench-compare demo gpu-check clean
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,21 @@ build: setup
 test: build
 	$(PY) -m pytest -q tests
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/triton
+	# The benchmark suite and its report at one tiny size, one round each (~30 s): neither rots.
+	SGG_BENCH_SMOKE=1 $(PY) -m benchmarks.report --no-results-md --out-dir build/bench-smoke
 
+# The full report (CSV, benchmarks/RESULTS.md, PNG); about 7 min on the 2-core CPU machine.
 bench: build
-	$(PY) -m benchmarks.cpu_table
+	$(PY) -m benchmarks.report
 
 # The synthetic weak-to-strong study (sgg_kernels/demo): table on stdout, PNGs and results.csv in out/demo.
 demo: build
 	$(PY) -m sgg_kernels.demo --out out/demo
+
+# This run against the saved baseline of this kind of machine; fails on a median BENCH_THRESHOLD slower.
+BENCH_THRESHOLD ?= 30
+bench-compare: build
+	$(PY) -m benchmarks.report --compare $(BENCH_THRESHOLD) --no-results-md --out-dir build/bench-compare
 
 gpu-check:
 	bash scripts/gpu_check.sh

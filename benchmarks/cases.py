@@ -1,16 +1,32 @@
-"""What the benchmarks compare: sizes, inputs, the baselines users run today, and the fused op.
+"""What the benchmarks compare: sizes, inputs, and for every op the providers and the baselines
+that users run today (the eager diffusers-style chain, its torch.compile, a copy of the same bytes).
 
-Shared by the pytest-benchmark suite and the table scripts, so every number comes from the same code.
+Every case is a set of zero-argument callables over the same inputs, so the pytest-benchmark suite
+(benchmarks/test_bench_ops.py) times them all the same way, in the same run.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+import os
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
+from sgg_kernels import backends, use_backend
+from sgg_kernels.reference import accumulation_dtype, guided_step_reference, w2s_loss_reference
+from sgg_kernels.w2s_loss import launchers as w2s_launchers
+
 # SD3-style settings for one step: CFG scale 4.5 and SLG scale 3.0 both active, Euler dt = -1/28.
 CFG_SCALE, SLG_SCALE, DT = 4.5, 3.0, -1.0 / 28
+OPS = ("guide", "guided_step", "guided_step_", "w2s_loss")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SMOKE = os.environ.get("SGG_BENCH_SMOKE") == "1"  # CI: tiny sizes, so the suite runs in seconds
+MAX_INPUT_SETS = 64
+ONE_EAGER_OP = "eager 1 op (c-u)"  # CUDA only; its GB/s column counts the op's bytes, not its own
+FUSED = ("sgg cpu", "sgg cuda", "sgg triton")  # the providers that are this package's kernels
 
 
 def size_for_bytes(megabytes: float, dtype: torch.dtype) -> tuple:
@@ -19,9 +35,31 @@ def size_for_bytes(megabytes: float, dtype: torch.dtype) -> tuple:
     return (1, 16, side, side)
 
 
-def cpu_sizes(dtype: torch.dtype) -> dict:
-    return {"sd3-1024 B=2": (2, 16, 128, 128), "video 21x90x160": (1, 16, 21, 90, 160),
-            "77 MB": size_for_bytes(77, dtype)}
+def sizes(device: str, dtype: torch.dtype) -> dict:
+    """DESIGN.md's sizes: SD3-1024 latents at B = 1, 2, 4, the video latent, and large operands."""
+    if SMOKE:
+        return {"smoke 2x16x8x8": (2, 16, 8, 8)}
+    out = {f"sd3-1024 B={b}": (b, 16, 128, 128) for b in (1, 2, 4)}
+    out["video 21x90x160"] = (1, 16, 21, 90, 160)
+    out.update({f"{mb} MB": size_for_bytes(mb, dtype) for mb in ((64, 256) if device == "cuda" else (64,))})
+    return out
+
+
+def cache_bytes(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.get_device_properties(0).L2_cache_size
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:  # e.g. "107520K"
+            text = f.read().strip()
+        return int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]]
+    except (OSError, ValueError, KeyError):
+        return 32 * 2**20
+
+
+def input_set_count(bytes_per_set: int, device: str) -> int:
+    """Enough input sets that one round over them is twice the last-level cache, so no call finds its
+    operands in cache from the previous call (the kernels stream; a warm cache would flatter them)."""
+    return max(1, min(MAX_INPUT_SETS, math.ceil(2 * cache_bytes(device) / bytes_per_set)))
 
 
 @dataclass
@@ -33,11 +71,6 @@ class Inputs:
     weights: torch.Tensor  # (lam_cdg, lam_cag) = (CFG_SCALE - 1, SLG_SCALE)
     step: torch.Tensor     # (1, DT)
 
-    @property
-    def bytes_moved(self) -> int:
-        """Compulsory traffic of one guided step: read x, cond, uncond, weak; write x_next."""
-        return 5 * self.x.numel() * self.x.element_size()
-
 
 def make_inputs(shape, dtype, device="cpu", seed=0) -> Inputs:
     g = torch.Generator(device=device).manual_seed(seed)
@@ -46,29 +79,175 @@ def make_inputs(shape, dtype, device="cpu", seed=0) -> Inputs:
     return Inputs(x, c, u, w, weights, torch.tensor([1.0, DT], device=device))
 
 
-def eager_chain(x, cond, uncond, weak):
-    """What a diffusers pipeline runs: CFG, the SLG term, then FlowMatchEulerDiscreteScheduler.step,
-    which upcasts the sample to float32 and casts the result back."""
+def eager_guide(cond, uncond, weak):
+    """diffusers' CFG, then the SLG term (the official SGG pipeline's order)."""
     v = uncond + CFG_SCALE * (cond - uncond)
-    v = v + SLG_SCALE * (cond - weak)
-    return (x.to(torch.float32) + DT * v).to(x.dtype)
+    return v + SLG_SCALE * (cond - weak)
 
 
-def fused(inp: Inputs) -> torch.Tensor:
-    return torch.ops.sgg.guided_step(inp.x, inp.cond, inp.uncond, inp.weak, inp.weights, inp.step)
+def eager_chain(x, cond, uncond, weak):
+    """Guidance, then FlowMatchEulerDiscreteScheduler.step, which upcasts the sample to float32 and casts back."""
+    return (x.to(torch.float32) + DT * eager_guide(cond, uncond, weak)).to(x.dtype)
 
 
-def providers() -> dict:
-    """name -> f(Inputs) for every way of computing one guided Euler step."""
-    compiled = torch.compile(eager_chain, dynamic=False)
-    return {
-        "sgg fused": fused,
-        "eager chain": lambda i: eager_chain(i.x, i.cond, i.uncond, i.weak),
-        "torch.compile chain": lambda i: compiled(i.x, i.cond, i.uncond, i.weak),
-    }
+def eager_chain_(x, cond, uncond, weak):
+    x.copy_(eager_chain(x, cond, uncond, weak))
 
 
-def copy_bandwidth_fn(inp: Inputs):
-    """A same-size copy: the memory-bandwidth yardstick (reads and writes one operand)."""
-    dst = torch.empty_like(inp.x)
-    return lambda: dst.copy_(inp.cond), 2 * inp.x.numel() * inp.x.element_size()
+def eager_w2s_loss(v, u, weak, mid, coefs):
+    """The W2S objective as plain PyTorch ops, in the accumulation dtype (the reference formula)."""
+    return w2s_loss_reference(v, u, weak, mid, coefs, accumulation_dtype(v.dtype))
+
+
+@dataclass
+class Provider:
+    fn: Callable[[], object]   # one call on the next input set
+    backend: Optional[str] = None  # the sgg GPU backend to select while it runs
+
+
+@dataclass
+class Case:
+    op: str
+    shape: tuple
+    dtype: torch.dtype
+    device: str
+    bytes_moved: int   # compulsory traffic of one call (reads + writes of full-size operands)
+    providers: dict    # name -> Provider
+    check: Callable[[str], None]  # raises if a provider's result is wrong (run before timing)
+
+
+def _rotating(fn, sets):
+    it = itertools.cycle(sets)
+    return lambda: fn(next(it))
+
+
+def _same_bytes_copy(nbytes: int, device: str) -> Callable:
+    """Reads and writes nbytes in total: the bandwidth yardstick for a kernel that moves nbytes."""
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
+
+
+def _sgg_backends(device: str) -> list:
+    if device == "cpu":
+        return ["cpu", "torch"]
+    return [name for name in ("cuda", "triton") if backends._why_unavailable(name) is None] + ["torch"]
+
+
+def _compiled(fn):
+    # Static shapes: the best code compile makes for each size (it recompiles per size, outside the timing).
+    return torch.compile(fn, dynamic=False)
+
+
+def guidance_case(op: str, shape, dtype, device: str) -> Case:
+    elem = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    operands = 4 if op == "guide" else 5  # guide: read cond, uncond, weak, write out; steps also read x
+    sets = [make_inputs(shape, dtype, device, seed) for seed in range(input_set_count(operands * elem, device))]
+    step = op != "guide"
+    op_fn = getattr(torch.ops.sgg, op)
+    eager = {"guide": eager_guide, "guided_step": eager_chain, "guided_step_": eager_chain_}[op]
+    compiled = _compiled(eager)
+
+    def fused(i):
+        return op_fn(*((i.x,) if step else ()), i.cond, i.uncond, i.weak, i.weights, *((i.step,) if step else ()))
+
+    def torch_launcher(i):  # CPU tensors always run the C++ kernel, so call the torch launcher directly
+        out = i.x if op == "guided_step_" else torch.empty_like(i.cond)
+        backends.launcher("torch")(out, i.x if step else None, i.cond, i.uncond, i.weak, i.weights,
+                                   i.step if step else None)
+        return out
+
+    def baseline(f):
+        return lambda i: f(*((i.x,) if step else ()), i.cond, i.uncond, i.weak)
+
+    calls = {}  # name -> (f(Inputs), sgg backend to select)
+    for name in _sgg_backends(device):
+        direct = device == "cpu" and name == "torch"
+        calls[f"sgg {name}"] = (torch_launcher if direct else fused, None if device == "cpu" else name)
+    calls["eager chain"] = (baseline(eager), None)
+    calls["torch.compile chain"] = (baseline(compiled), None)
+    providers = {name: Provider(_rotating(fn, sets), backend) for name, (fn, backend) in calls.items()}
+    providers["copy (same bytes)"] = Provider(_same_bytes_copy(operands * elem, device))
+    if device == "cuda":  # one elementwise kernel: the latency yardstick of issue 3's small-size goal
+        providers[ONE_EAGER_OP] = Provider(_rotating(lambda i: torch.sub(i.cond, i.uncond), sets))
+
+    def check(name: str) -> None:
+        if name not in calls:  # the yardsticks compute something else
+            return
+        fn, backend = calls[name]
+        i = make_inputs(shape, dtype, device, seed=99)  # a fresh set: in-place calls change x
+        exact = guided_step_reference(i.x if step else None, i.cond, i.uncond, i.weak, i.weights,
+                                      i.step if step else None)
+        with use_backend(backend) if backend else contextlib.nullcontext():
+            got = fn(i)
+        _check_close(name, i.x if op == "guided_step_" else got, exact)
+
+    return Case(op, tuple(shape), dtype, device, operands * elem, providers, check)
+
+
+def w2s_case(shape, dtype, device: str) -> Case:
+    """Forward + backward of the segmented W2S loss; v and mid take gradients."""
+    elem = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    operands = 10  # forward reads v, u, weak, mid; backward reads them again and writes grad_v, grad_mid
+    coefs = torch.tensor([0.3, 0.1, 0.05], device=device)
+
+    def make(seed):
+        g = torch.Generator(device=device).manual_seed(seed)
+        v, u, weak, mid = (torch.randn(shape, generator=g, device=device).to(dtype) for _ in range(4))
+        return v.requires_grad_(), u, weak, mid.requires_grad_()
+
+    sets = [make(seed) for seed in range(input_set_count(operands * elem, device))]
+
+    def train_step(loss_fn):
+        def run(s):
+            v, u, weak, mid = s
+            v.grad = mid.grad = None  # a fresh gradient per call, as after optimizer.zero_grad()
+            loss = loss_fn(v, u, weak, mid, coefs)
+            loss.sum().backward()
+            return loss, v.grad
+        return run
+
+    def torch_launchers(s):  # CPU tensors always run the C++ kernel, so call the torch launchers directly
+        v, u, weak, mid = (t.detach() for t in s)
+        forward, backward = w2s_launchers("torch")
+        loss = torch.empty(v.shape[0], dtype=accumulation_dtype(v.dtype), device=device)
+        forward(loss, v, u, weak, mid, coefs)
+        grad_v, grad_mid = torch.empty_like(v), torch.empty_like(mid)
+        backward(grad_v, grad_mid, torch.ones_like(loss), v, u, weak, mid, coefs)
+        return loss, grad_v
+
+    steps = {}
+    for name in _sgg_backends(device):
+        direct = device == "cpu" and name == "torch"
+        steps[f"sgg {name}"] = (torch_launchers if direct else train_step(torch.ops.sgg.w2s_loss),
+                                None if device == "cpu" else name)
+    steps["eager chain"] = (train_step(eager_w2s_loss), None)
+    steps["torch.compile chain"] = (train_step(_compiled(eager_w2s_loss)), None)
+    providers = {name: Provider(_rotating(fn, sets), backend) for name, (fn, backend) in steps.items()}
+    providers["copy (same bytes)"] = Provider(_same_bytes_copy(operands * elem, device))
+
+    def check(name: str) -> None:
+        if name not in steps:  # the copy computes something else
+            return
+        v, u, weak, mid = make(99)
+        fn, backend = steps[name]
+        with use_backend(backend) if backend else contextlib.nullcontext():
+            loss, grad_v = fn((v, u, weak, mid))
+        v64 = v.detach().double().requires_grad_()
+        exact = w2s_loss_reference(v64, u, weak, mid.detach(), coefs)
+        exact.sum().backward()
+        _check_close(f"{name} (loss)", loss, exact.detach())
+        _check_close(f"{name} (grad_v)", grad_v, v64.grad)
+
+    return Case("w2s_loss", tuple(shape), dtype, device, operands * elem, providers, check)
+
+
+def make_case(op: str, shape, dtype, device: str) -> Case:
+    return w2s_case(shape, dtype, device) if op == "w2s_loss" else guidance_case(op, shape, dtype, device)
+
+
+def _check_close(name: str, got: torch.Tensor, exact: torch.Tensor) -> None:
+    err = (got.double() - exact).abs().max().item()
+    if not err <= 0.05 * exact.abs().max().item():
+        raise AssertionError(f"{name} is wrong by {err:.3g} (max |ref| {exact.abs().max().item():.3g})")
+

@@ -21,7 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import sgg_kernels  # noqa: F401
-from sgg_kernels.reference import accumulation_dtype, w2s_loss_reference
+
+from benchmarks.cases import eager_w2s_loss as eager
 
 
 class AllocationTimeline(TorchDispatchMode):
@@ -80,11 +81,6 @@ def median_seconds(loss_fn, v, u, weak, mid, coefs) -> float:
     timer = benchmark.Timer("loss_fn(v, u, weak, mid, coefs).mean().backward()",
                             globals=dict(loss_fn=loss_fn, v=v, u=u, weak=weak, mid=mid, coefs=coefs))
     return timer.blocked_autorange(min_run_time=1.0).median
-
-
-def eager(v, u, weak, mid, coefs):
-    """The same objective as plain PyTorch ops, in the accumulation dtype (the reference formula)."""
-    return w2s_loss_reference(v, u, weak, mid, coefs, accumulation_dtype(v.dtype))
 
 
 def main() -> None:

@@ -6,7 +6,9 @@
 #
 # Every step has a timeout so the whole check ends inside 8 minutes; a failed step does not stop the
 # later ones, and the exit status is non-zero if any failed. Everything printed is also written to
-# $GPU_CHECK_OUT/gpu_check.log (default build/gpu-check/), the table to gpu_bench.md beside it.
+# $GPU_CHECK_OUT/gpu_check.log (default build/gpu-check/); the benchmark report (benchmarks.report:
+# CSV, PNG, Markdown) goes beside it and its table into benchmarks/RESULTS.md's GPU section. The
+# report needs pytest-benchmark (and matplotlib for the plot).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -54,8 +56,8 @@ done
 # The benchmark gets the time the steps above left; it starts no new size after its budget.
 limit=$(seconds_left)
 [ "$limit" -ge 60 ] || limit=60
-step bench "$limit" "$PYTHON" -m benchmarks.gpu_bench --budget-s $((limit - 45)) --out "$OUT_DIR/gpu_bench.md"
+step bench "$limit" "$PYTHON" -m benchmarks.report --device cuda --budget-s $((limit - 45)) --out-dir "$OUT_DIR"
 
 verdict=$([ "$status" -eq 0 ] && echo passed || echo FAILED)
-echo "== gpu-check $verdict; log $OUT_DIR/gpu_check.log, table $OUT_DIR/gpu_bench.md"
+echo "== gpu-check $verdict; log $OUT_DIR/gpu_check.log, report $OUT_DIR/cuda-*.{md,csv,png} and benchmarks/RESULTS.md"
 exit $status
