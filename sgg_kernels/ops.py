@@ -119,7 +119,7 @@ Coefficients = Union[Tensor, Sequence[float], Sequence[Sequence[float]]]
 
 
 def as_coefficients(value: Coefficients, like: Tensor) -> Tensor:
-    """A float32 [2] or [B, 2] tensor on like's device (no copy if value already is one)."""
+    """A float32 coefficient tensor on like's device (no copy if value already is one)."""
     if isinstance(value, Tensor):
         return value.to(device=like.device, dtype=torch.float32)
     return torch.tensor(value, dtype=torch.float32, device=like.device)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import backends
 from ._checks import check_batched_float, check_coefficients, check_operand, check_tensor
+from .ops import as_coefficients
 from .reference import accumulation_dtype, w2s_loss_grads_reference, w2s_loss_reference
 
 _lib = torch.library.Library("sgg", "FRAGMENT")
@@ -176,6 +177,4 @@ for _device in ("cpu", "cuda"):
 def w2s_loss(v: Tensor, u: Tensor, weak: Optional[Tensor] = None, mid: Optional[Tensor] = None,
              coefs=(0.0, 0.0, 0.0)) -> Tensor:
     """Per-sample W2S losses [B]; coefs = (lam, rho_vm, rho_mu) as a float32 [3] or [B, 3] tensor or a sequence."""
-    if not isinstance(coefs, Tensor):
-        coefs = torch.tensor(coefs, dtype=torch.float32, device=v.device)
-    return torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs)
+    return torch.ops.sgg.w2s_loss(v, u, weak, mid, as_coefficients(coefs, v))
