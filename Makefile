@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # A CUDA 13.0 build of torch: the CUDA sources then compile here with the local nvcc 13.0.
 TORCH_SPEC ?= torch==2.14.1
 
-.PHONY: setup build test bench bench-compare demo gpu-check clean
+.PHONY: setup build cpp-example test bench bench-compare demo gpu-check clean
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,20 @@ setup: $(VENV)/.deps
 build: setup
 	$(PY) setup.py -q build_ext --inplace
 
+# The C++ example (examples/cpp): calls the ops with no Python, through the dispatcher, a TorchScript
+# module and an AOTInductor package (tests/test_deployment.py runs it). Same as its CMakeLists.txt.
+CPP_EXAMPLE := build/cpp_example/sgg_cpp_example
+TORCH_DIR = $(shell $(PY) -c "import os, torch; print(os.path.dirname(torch.__file__))")
+$(CPP_EXAMPLE): examples/cpp/main.cpp $(VENV)/.deps
+	mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -O1 -isystem $(TORCH_DIR)/include -isystem $(TORCH_DIR)/include/torch/csrc/api/include \
+		$< -o $@ -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -ldl
+
+cpp-example: $(CPP_EXAMPLE)
+
 # The Triton kernels run on CPU tensors under the interpreter, which must be switched on before triton
 # is imported: their own process (tests/triton is not collected without TRITON_INTERPRET=1).
-test: build
+test: build cpp-example
 	$(PY) -m pytest -q tests
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/triton
 	# The benchmark suite and its report at one tiny size, one round each (~30 s): neither rots.

@@ -1,18 +1,29 @@
-"""Builds sgg_kernels._C: the CPU kernels always, the CUDA kernels when torch is a CUDA build and nvcc exists.
+"""Builds the sgg operator library, sgg_kernels/_C.abi3.so: the CPU kernels always, the CUDA kernels when
+torch is a CUDA build and nvcc exists. It links libtorch only (no libpython, no libtorch_python), so
+C++ programs load it too; Python loads it with torch.ops.load_library (sgg_kernels/_library.py).
 
-    pip install --no-build-isolation -e .        # the Makefile does this inside .venv
+    pip install --no-build-isolation .        # builds against the torch already installed
 
 CUDA targets sm_90 (Hopper) plus what TORCH_CUDA_ARCH_LIST asks for, e.g. TORCH_CUDA_ARCH_LIST="8.0 10.0+PTX".
 """
 import glob
 import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 
-import torch
 from setuptools import find_packages, setup
+
+try:
+    import torch
+except ImportError:
+    # pip's default build isolation gives setup.py a fresh environment without the user's torch; a
+    # library built against another torch would not load. Stop with the fix instead.
+    sys.exit("sgg_kernels compiles against the torch it will run with, and none is importable here (pip's build "
+             "isolation hides it). Install torch first, then: pip install --no-build-isolation .")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,8 +87,10 @@ def sources(pattern):
 # (csrc/cpu/guidance_cpu.cpp), so one wheel runs everywhere and uses AVX-512 where it exists.
 SIMD_SOURCES = {
     "csrc/cpu/guidance_avx2.cpp": ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mpopcnt"],
+    # -Wno-maybe-uninitialized: GCC 12 flags the `__Y = __Y` idiom of its own avx512fintrin.h each time
+    # ATen's vec code inlines it (408 warnings, none about our code).
     "csrc/cpu/guidance_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
-                                     "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mpopcnt"],
+                                     "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mpopcnt", "-Wno-maybe-uninitialized"],
 }
 
 
@@ -106,30 +119,43 @@ def pip_nvidia_include_dirs():
     return sorted(d for root in roots for d in glob.glob(os.path.join(root, "*", "include")))
 
 
+def system_includes(tool):
+    """torch's headers as system headers, so the build shows only our own warnings (ATen's AVX-512
+    headers alone gave ~400 under -Wall). GCC and nvcc ignore a -I for a dir also given with -isystem."""
+    from torch.utils.cpp_extension import include_paths
+    dirs = include_paths("cuda" if CUDA_HOME else "cpu")
+    if tool == "nvcc":
+        return [f for d in dirs for f in ("-isystem", d)]
+    return [f"-isystem{d}" for d in dirs]
+
+
 def extension():
     # -fopenmp: at::parallel_for is an inline OpenMP loop; without it the kernels run on one thread.
     # -ffp-contract=off: GCC would fuse the SIMD mul+add into FMA, so the AVX builds, the scalar tail
     # and the strided walk would round differently; unfused, every path agrees bit for bit.
-    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-unknown-pragmas"]  # C++ standard: the one torch asks for
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-unknown-pragmas", *system_includes("cxx")]
     cpu_sources = [s for s in sources("*.cpp") + sources("cpu/*.cpp") if s not in SIMD_SOURCES]
+    # py_limited_api: no libtorch_python and no Python symbols, so the library loads in plain C++.
     if not CUDA_HOME:
         return CppExtension("sgg_kernels._C", cpu_sources, extra_compile_args={"cxx": cxx},
-                            extra_link_args=["-fopenmp"])
+                            extra_link_args=["-fopenmp"], py_limited_api=True)
     # --fmad=false for the same reason: the CUDA kernels then round exactly as the CPU ones.
-    nvcc = ["-O3", "-lineinfo", "--fmad=false", *cuda_arch_flags()]
+    nvcc = ["-O3", "-lineinfo", "--fmad=false", *cuda_arch_flags(), *system_includes("nvcc")]
     ext = CUDAExtension(
         "sgg_kernels._C",
         cpu_sources + sources("cuda/*.cu"),
         define_macros=[("SGG_WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         extra_link_args=["-fopenmp"],
+        py_limited_api=True,
     )
     ext.include_dirs += [d for d in pip_nvidia_include_dirs() if d not in ext.include_dirs]
     return ext
 
 
-class BuildExtensionWithSimd(BuildExtension):
-    """Compiles SIMD_SOURCES with their own -m flags (setuptools has no per-file flags)."""
+class BuildSggLibrary(BuildExtension):
+    """Compiles SIMD_SOURCES with their own -m flags (setuptools has no per-file flags), and records the
+    torch the library was built against next to it (sgg_kernels/_library.py compares it at import)."""
 
     def build_extension(self, ext):
         if ext.name == "sgg_kernels._C" and not self.compiler.compiler_type == "msvc":
@@ -139,12 +165,22 @@ class BuildExtensionWithSimd(BuildExtension):
                     extra_postargs={"cxx": ext.extra_compile_args["cxx"] + flags}, depends=ext.depends)
         super().build_extension(ext)
 
+    def run(self):
+        super().run()
+        package_dirs = {os.path.join(self.build_lib, "sgg_kernels")}
+        if self.inplace:
+            package_dirs.add(os.path.join(HERE, "sgg_kernels"))
+        for package_dir in package_dirs:
+            with open(os.path.join(package_dir, "_build_info.json"), "w") as f:
+                json.dump({"torch": torch.__version__, "cuda": bool(CUDA_HOME)}, f)
+
 
 setup(
     name="sgg_kernels",
     version="0.1.0",
     description="Fused kernels, schedules and samplers for weak-to-strong segmented guidance (SGG)",
     packages=find_packages(include=["sgg_kernels", "sgg_kernels.*"]),
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
     python_requires=">=3.10",
     install_requires=["torch>=2.6", "numpy", "tqdm"],
     extras_require={
@@ -154,5 +190,5 @@ setup(
         "test": ["pytest", "pytest-benchmark", "hypothesis"],
     },
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtensionWithSimd},
+    cmdclass={"build_ext": BuildSggLibrary},
 )

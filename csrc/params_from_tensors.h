@@ -1,6 +1,6 @@
 // Thin ATen side of the kernels: turns validated tensors into a GuidanceParams. Argument checking
-// with user-facing messages lives in sgg_kernels/_checks.py; the TORCH_CHECKs here only guard
-// memory safety for direct calls of the launchers.
+// with user-facing messages lives in checks.cpp; the TORCH_CHECKs here only guard memory safety for
+// direct calls of the launchers (the internal op sgg::_launch).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -10,7 +10,8 @@
 
 namespace sgg {
 
-inline GuidanceParams params_from_tensors(const at::Tensor& out, const std::optional<at::Tensor>& x,
+// nullopt when the operands need more than kMaxDims strided dims (see with_params).
+inline std::optional<GuidanceParams> params_from_tensors(const at::Tensor& out, const std::optional<at::Tensor>& x,
                                           const at::Tensor& cond, const std::optional<at::Tensor>& uncond,
                                           const std::optional<at::Tensor>& weak, const at::Tensor& weights,
                                           const std::optional<at::Tensor>& step) {
@@ -60,13 +61,27 @@ inline GuidanceParams params_from_tensors(const at::Tensor& out, const std::opti
         if (slots[s]) p.strides[s][p.ndim - 1] = slots[s]->stride(d);
       continue;
     }
-    TORCH_CHECK(p.ndim < kMaxDims, "sgg: cond has more than ", kMaxDims,
-                " dimensions that cannot be merged; make the operands contiguous");
+    if (p.ndim == kMaxDims) return std::nullopt;
     p.sizes[p.ndim] = cond.size(d);
     for (int s = 0; s < kNumSlots; ++s) p.strides[s][p.ndim] = slots[s] ? slots[s]->stride(d) : 0;
     ++p.ndim;
   }
   return p;
+}
+
+// Runs launch(params). Operands whose layouts leave more than kMaxDims dims after merging (rare:
+// 9+ dims, each operand laid out differently) run on contiguous copies, then out gets the result.
+template <typename Launch>
+void with_params(const at::Tensor& out, const std::optional<at::Tensor>& x, const at::Tensor& cond,
+                 const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
+                 const at::Tensor& weights, const std::optional<at::Tensor>& step, const Launch& launch) {
+  if (auto p = params_from_tensors(out, x, cond, uncond, weak, weights, step)) return launch(*p);
+  const auto dense = [](const std::optional<at::Tensor>& t) {
+    return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+  };
+  const at::Tensor tmp = at::empty(out.sizes(), out.options());
+  launch(*params_from_tensors(tmp, dense(x), cond.contiguous(), dense(uncond), dense(weak), weights, step));
+  out.copy_(tmp);
 }
 
 }  // namespace sgg

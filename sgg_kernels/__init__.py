@@ -1,17 +1,23 @@
 """sgg_kernels: fused kernels, schedules and samplers for weak-to-strong segmented guidance (SGG).
 
-Importing the package registers the `torch.ops.sgg.*` operators.
+Importing the package loads the operator library (`torch.ops.sgg.*`) and registers the Python parts:
+autograd, autocast and the Triton backend.
 """
-from . import ops as _ops  # noqa: F401  (registers torch.ops.sgg.*)
-from . import w2s_loss as _w2s_loss  # noqa: F401  (registers torch.ops.sgg.w2s_loss)
-from .backends import get_backend, set_backend, use_backend
-from .ops import guide, guided_step, guided_step_
-from .reference import guide_reference, guided_step_reference
-from .schedule import GuidanceSchedule, Segment
-from .training import W2SLoss
+from . import _library
+
+_library.load()
+
+from . import ops as _ops  # noqa: E402,F401  (autograd of guide and guided_step)
+from . import w2s_loss as _w2s_loss  # noqa: E402,F401  (autograd and autocast of w2s_loss)
+from ._library import library_path  # noqa: E402
+from .backends import get_backend, set_backend, use_backend  # noqa: E402
+from .ops import guide, guided_step, guided_step_  # noqa: E402
+from .reference import guide_reference, guided_step_reference  # noqa: E402
+from .schedule import GuidanceSchedule, Segment  # noqa: E402
+from .training import W2SLoss  # noqa: E402
 
 __all__ = [
     "GuidanceSchedule", "Segment", "W2SLoss", "get_backend", "guide", "guide_reference", "guided_step", "guided_step_",
-    "guided_step_reference", "set_backend", "use_backend",
+    "guided_step_reference", "library_path", "set_backend", "use_backend",
 ]
 __version__ = "0.1.0"

@@ -1,12 +1,13 @@
-"""The `torch.ops.sgg` operators: schemas (defined here, once), device kernels, fake kernels, autograd.
+"""Python side of the `torch.ops.sgg` guidance operators: autograd and the float-or-tensor wrappers.
 
     torch.ops.sgg.guide(cond, uncond?, weak?, weights) -> Tensor
     torch.ops.sgg.guided_step(x, cond, uncond?, weak?, weights, step) -> Tensor
     torch.ops.sgg.guided_step_(x, cond, uncond?, weak?, weights, step) -> ()     # writes x
 
-See sgg_kernels.reference for the formula. `weights` = (lam_cdg, lam_cag) and `step` = (a, b) are
-float32 tensors of shape [2] or [B, 2]; they stay on the device, so no call synchronises and a
-compiled or graph-captured step can be replayed with new values.
+The schemas, argument checks and CPU/CUDA/Meta kernels live in the C++ operator library
+(csrc/registration.cpp, csrc/guidance_ops.cpp); sgg_kernels.reference has the formula. `weights` =
+(lam_cdg, lam_cag) and `step` = (a, b) are float32 tensors of shape [2] or [B, 2]; they stay on the
+device, so no call synchronises and a compiled or graph-captured step can be replayed with new values.
 """
 from __future__ import annotations
 
@@ -15,103 +16,124 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_guidance_args
-from .backends import device_launcher
-from .reference import per_sample
-
-_lib = torch.library.Library("sgg", "DEF")
-_lib.define("guide(Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights) -> Tensor")
-_lib.define("guided_step(Tensor x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step) -> Tensor")
-# Returns nothing: torch.compile functionalizes mutating custom ops only when they return no alias.
-_lib.define("guided_step_(Tensor(a!) x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step) -> ()")
+from .reference import accumulation_dtype, guided_step_reference, per_sample
 
 
-# Device kernels: one function per op for every device; the launcher is chosen per device type
-# (CPU: compiled C++; CUDA: the selected backend, see sgg_kernels.backends).
-def _guide(cond, uncond, weak, weights):
-    check_guidance_args("guide", None, cond, uncond, weak, weights, None)
-    out = torch.empty_like(cond)
-    device_launcher(cond.device.type)(out, None, cond, uncond, weak, weights, None)
-    return out
+# Autograd. The op is linear in x, cond, uncond and weak (each gradient is the output gradient times
+# a per-sample coefficient) and bilinear in the coefficients, whose gradients are per-sample (or, for
+# shared [2] coefficients, total) sums. Forward mode (jvp) is the same linear map applied to tangents.
+def _column(coefs: Optional[Tensor], k: int, like: Tensor) -> Tensor:
+    return per_sample(coefs, k, like.dim(), like.dtype)
 
 
-def _guided_step(x, cond, uncond, weak, weights, step):
-    check_guidance_args("guided_step", x, cond, uncond, weak, weights, step)
-    out = torch.empty_like(x)
-    device_launcher(x.device.type)(out, x, cond, uncond, weak, weights, step)
-    return out
+def _reduce_to(coefs: Tensor, *columns: Tensor) -> Tensor:
+    """d(out)/d(coefs): each column's products summed per sample ([B, 2]) or over everything ([2])."""
+    if coefs.dim() == 2:
+        sums = [c.reshape(c.shape[0], -1).sum(1) for c in columns]
+    else:
+        sums = [c.sum() for c in columns]
+    return torch.stack(sums, -1).to(coefs.dtype)
 
 
-def _guided_step_(x, cond, uncond, weak, weights, step):
-    check_guidance_args("guided_step_", x, cond, uncond, weak, weights, step, in_place=True)
-    device_launcher(x.device.type)(x, x, cond, uncond, weak, weights, step)
+class _GuidedStep(torch.autograd.Function):
+    """guided_step, or guide when x and step are None."""
+
+    @staticmethod
+    def forward(x, cond, uncond, weak, weights, step):
+        with torch._C._AutoDispatchBelowAutograd():
+            if x is None:
+                return torch.ops.sgg.guide(cond, uncond, weak, weights)
+            return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, cond, uncond, weak, weights, step = inputs
+        ctx.present = (x is not None, uncond is not None, weak is not None)
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, cond, uncond, weak, weights, step = ctx.saved_tensors
+        has_x, has_u, has_w = ctx.present
+        acc = accumulation_dtype(grad.dtype)
+        g = grad.to(acc)
+        b = _column(step, 1, g) if has_x else torch.ones((), dtype=acc, device=g.device)
+        w_u, w_w = _column(weights, 0, g) * b, _column(weights, 1, g) * b
+        need = ctx.needs_input_grad
+        grads = [None] * 6
+        if has_x and need[0]:
+            grads[0] = (g * _column(step, 0, g)).to(grad.dtype)
+        if need[1]:
+            grads[1] = (g * (b + (w_u if has_u else 0) + (w_w if has_w else 0))).to(grad.dtype)
+        if has_u and need[2]:
+            grads[2] = (-g * w_u).to(grad.dtype)
+        if has_w and need[3]:
+            grads[3] = (-g * w_w).to(grad.dtype)
+        if need[4] or (has_x and need[5]):
+            c = cond.to(acc)
+            d_u = g * (c - uncond.to(acc)) if has_u else torch.zeros_like(g)
+            d_w = g * (c - weak.to(acc)) if has_w else torch.zeros_like(g)
+            if need[4]:
+                grads[4] = _reduce_to(weights, d_u * b, d_w * b)
+            if has_x and need[5]:
+                guided = torch.ops.sgg.guide(cond, uncond, weak, weights).to(acc)
+                grads[5] = _reduce_to(step, g * x.to(acc), g * guided)
+        return tuple(grads)
+
+    @staticmethod
+    def jvp(ctx, tx, tcond, tuncond, tweak, tweights, tstep):
+        x, cond, uncond, weak, weights, step = ctx.saved_tensors
+        has_x, has_u, has_w = ctx.present
+        acc = accumulation_dtype(cond.dtype)
+        c = cond.to(acc)
+        zero = torch.zeros_like(c)
+        t_of = lambda t: zero if t is None else t.to(acc)  # noqa: E731  (a missing tangent is zero)
+        dc = t_of(tcond)
+        d_guide = dc
+        guided = c
+        for k, present, operand, tangent in ((0, has_u, uncond, tuncond), (1, has_w, weak, tweak)):
+            if not present:
+                continue
+            diff = c - operand.to(acc)
+            d_guide = d_guide + _column(weights, k, c) * (dc - t_of(tangent))
+            if tweights is not None:
+                d_guide = d_guide + _column(tweights, k, c) * diff
+            guided = guided + _column(weights, k, c) * diff
+        if not has_x:
+            return d_guide.to(cond.dtype)
+        out = _column(step, 0, c) * t_of(tx) + _column(step, 1, c) * d_guide
+        if tstep is not None:
+            out = out + _column(tstep, 0, c) * x.to(acc) + _column(tstep, 1, c) * guided
+        return out.to(x.dtype)
 
 
-for _name, _fn in (("guide", _guide), ("guided_step", _guided_step), ("guided_step_", _guided_step_)):
-    for _key in ("CPU", "CUDA"):
-        _lib.impl(_name, _fn, _key)
+def _autograd_kernel(x, cond, uncond, weak, weights, step):
+    if torch._C._are_functorch_transforms_active():
+        # torch.func (jvp, grad, vmap) would route an autograd.Function through a higher-order op that
+        # cannot run from inside the dispatcher; there the formula runs as plain differentiable ops,
+        # after the library's own checks (its Meta kernel, on stand-ins of the logical shapes).
+        meta = [None if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta")
+                for t in (x, cond, uncond, weak, weights, step)]
+        op, args = (torch.ops.sgg.guide.default, meta[1:5]) if x is None else (torch.ops.sgg.guided_step.default, meta)
+        op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.Meta), *args)
+        out = guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype))
+        return out.to(cond.dtype)
+    return _GuidedStep.apply(x, cond, uncond, weak, weights, step)
 
 
-# Fake kernels: the same checks and the same output layout (empty_like), with no data.
-@torch.library.register_fake("sgg::guide")
-def _guide_fake(cond, uncond, weak, weights):
-    check_guidance_args("guide", None, cond, uncond, weak, weights, None)
-    return torch.empty_like(cond)
+def _guide_autograd(cond, uncond, weak, weights):
+    return _autograd_kernel(None, cond, uncond, weak, weights, None)
 
 
-@torch.library.register_fake("sgg::guided_step")
-def _guided_step_fake(x, cond, uncond, weak, weights, step):
-    check_guidance_args("guided_step", x, cond, uncond, weak, weights, step)
-    return torch.empty_like(x)
+def _guided_step_autograd(x, cond, uncond, weak, weights, step):
+    return _autograd_kernel(x, cond, uncond, weak, weights, step)
 
 
-@torch.library.register_fake("sgg::guided_step_")
-def _guided_step__fake(x, cond, uncond, weak, weights, step):
-    check_guidance_args("guided_step_", x, cond, uncond, weak, weights, step, in_place=True)
-
-
-# Autograd: the op is linear in every operand, so each gradient is the output gradient times a
-# per-sample coefficient. weights and step are treated as constants (no gradient).
-def _scaled(grad: Tensor, coef: Tensor) -> Tensor:
-    return (grad * coef).to(grad.dtype)
-
-
-def _guide_grads(grad: Tensor, weights: Tensor, has_uncond: bool, has_weak: bool, outer: Tensor):
-    """Gradients for (cond, uncond, weak) of outer * guide(...), outer a per-sample factor."""
-    w_u = per_sample(weights, 0, grad.dim(), torch.float32) * outer
-    w_w = per_sample(weights, 1, grad.dim(), torch.float32) * outer
-    k_cond = outer + (w_u if has_uncond else 0) + (w_w if has_weak else 0)
-    return (_scaled(grad, k_cond), _scaled(grad, -w_u) if has_uncond else None,
-            _scaled(grad, -w_w) if has_weak else None)
-
-
-def _setup_guide(ctx, inputs, output):
-    cond, uncond, weak, weights = inputs
-    ctx.save_for_backward(weights)
-    ctx.present = (uncond is not None, weak is not None)
-
-
-def _backward_guide(ctx, grad):
-    (weights,) = ctx.saved_tensors
-    one = torch.ones((), dtype=torch.float32, device=grad.device)
-    return (*_guide_grads(grad, weights, *ctx.present, one), None)
-
-
-def _setup_guided_step(ctx, inputs, output):
-    x, cond, uncond, weak, weights, step = inputs
-    ctx.save_for_backward(weights, step)
-    ctx.present = (uncond is not None, weak is not None)
-
-
-def _backward_guided_step(ctx, grad):
-    weights, step = ctx.saved_tensors
-    a = per_sample(step, 0, grad.dim(), torch.float32)
-    b = per_sample(step, 1, grad.dim(), torch.float32)
-    return (_scaled(grad, a), *_guide_grads(grad, weights, *ctx.present, b), None, None)
-
-
-torch.library.register_autograd("sgg::guide", _backward_guide, setup_context=_setup_guide)
-torch.library.register_autograd("sgg::guided_step", _backward_guided_step, setup_context=_setup_guided_step)
+# guided_step_'s Autograd kernel is in C++ (it refuses inputs that need a graph and bumps x's version).
+_lib = torch.library.Library("sgg", "IMPL")
+_lib.impl("guide", _guide_autograd, "Autograd")
+_lib.impl("guided_step", _guided_step_autograd, "Autograd")
 
 
 # Python wrappers: accept floats as well as tensors for weights and step.

@@ -145,7 +145,7 @@ def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Option
                   weak: Optional[Tensor], weights: Tensor, step: Optional[Tensor]) -> None:
     """out = step[0] * x + step[1] * guide(cond, uncond, weak, weights), or guide(...) without step.
 
-    Arguments must already be validated (sgg_kernels._checks); out may be x.
+    Arguments must already be validated (by the op, csrc/checks.cpp); out may be x.
     """
     batch, numel = cond.shape[0], cond.numel()
     if numel == 0:

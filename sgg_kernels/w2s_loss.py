@@ -15,8 +15,9 @@ reference is sgg_kernels.reference.w2s_loss_reference.
   are constants. Forward writes B numbers; backward writes grad_v and grad_mid in one pass and
   allocates nothing else the size of v.
 - Backends: CPU runs the compiled C++ kernel (csrc/cpu/w2s_loss_cpu.cpp); CUDA runs Triton
-  (sgg_kernels/triton_w2s_loss.py) unless the `torch` backend is selected; both fall back to the
-  pure-PyTorch closed form in sgg_kernels.reference.
+  (sgg_kernels/triton_w2s_loss.py) unless the `torch` backend is selected (or triton is missing,
+  with a warning), which runs the pure-PyTorch closed form in sgg_kernels.reference. The schema,
+  checks and CPU/CUDA/Meta kernels are in the C++ library (csrc/w2s_loss_ops.cpp).
 """
 from __future__ import annotations
 
@@ -27,30 +28,8 @@ import torch
 from torch import Tensor
 
 from . import backends
-from ._checks import check_batched_float, check_coefficients, check_operand, check_tensor
 from .ops import as_coefficients
 from .reference import accumulation_dtype, w2s_loss_grads_reference, w2s_loss_reference
-
-_lib = torch.library.Library("sgg", "FRAGMENT")
-_lib.define("w2s_loss(Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> Tensor")
-# grad_mid comes back with shape [0] when mid is absent: a schema cannot return an optional tensor.
-_lib.define("w2s_loss_backward(Tensor grad, Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs)"
-            " -> (Tensor, Tensor)")
-
-
-def check_w2s_loss_args(op: str, v: Tensor, u: Tensor, weak: Optional[Tensor], mid: Optional[Tensor],
-                        coefs: Tensor, grad: Optional[Tensor] = None) -> None:
-    """Names the argument and the problem; reads no values, so it never synchronises."""
-    check_batched_float("v", v, op)
-    for name, t in (("u", u), ("weak", weak), ("mid", mid)):
-        if t is not None or name == "u":
-            check_operand(name, t, v, op, ref_name="v")
-    check_coefficients("coefs", coefs, v, op, columns=3, ref_name="v")
-    if grad is not None:
-        check_tensor("grad", grad, op)
-        if grad.shape != (v.shape[0],) or grad.device != v.device:
-            raise ValueError(f"sgg.{op}: grad must have shape [{v.shape[0]}] on {v.device}, "
-                             f"got {list(grad.shape)} on {grad.device}")
 
 
 # Launchers: forward f(loss, v, u, weak, mid, coefs) writes loss [B]; backward
@@ -67,92 +46,56 @@ def _backward_torch(grad_v, grad_mid, grad, v, u, weak, mid, coefs):
         grad_mid.copy_(gm)
 
 
-_warned: set = set()
-
-
-def _fallback(why: str) -> tuple:
-    if why not in _warned:
-        _warned.add(why)
-        warnings.warn(f"sgg.w2s_loss: {why}; running the slow pure-PyTorch path", stacklevel=4)
-    return _forward_torch, _backward_torch
-
-
 def launchers(name: str) -> tuple[Callable, Callable]:
     """(forward, backward) launchers of one backend: 'cpu', 'triton' or 'torch'."""
     if name == "torch":
         return _forward_torch, _backward_torch
     if name == "cpu":
-        C = backends._C
-        if C is None or not hasattr(C, "w2s_loss_forward_cpu"):
-            raise RuntimeError("the sgg C++ extension is not built with w2s_loss; run `pip install --no-build-isolation -e .`")
-        return C.w2s_loss_forward_cpu, C.w2s_loss_backward_cpu
+        return torch.ops.sgg._w2s_loss_cpu, torch.ops.sgg._w2s_loss_backward_cpu
     if name == "triton":
         from .triton_w2s_loss import backward_triton, forward_triton
         return forward_triton, backward_triton
     raise ValueError(f"unknown w2s_loss backend {name!r}; expected cpu, triton or torch")
 
 
-def _device_launchers(device_type: str) -> tuple[Callable, Callable]:
-    if device_type == "cpu":
-        C = backends._C
-        if C is None or not hasattr(C, "w2s_loss_forward_cpu"):
-            return _fallback("the C++ extension is not built (or predates w2s_loss); "
-                             "rebuild it with `pip install --no-build-isolation -e .`")
-        return launchers("cpu")
-    # The `cuda` backend selects Triton for this op: a reduction-type loss has no CUDA C++ kernel (README).
+_warned: set = set()
+
+
+def _gpu_launchers() -> tuple[Callable, Callable]:
+    """The `cuda` backend selects Triton for this op: a reduction-type loss has no CUDA C++ kernel (README)."""
     if backends.get_backend() == "torch":
         return launchers("torch")
     if not backends.triton_available():
-        return _fallback("triton is not installed")
+        if "triton" not in _warned:
+            _warned.add("triton")
+            warnings.warn("sgg.w2s_loss: triton is not installed; running the slow pure-PyTorch path on CUDA",
+                          stacklevel=4)
+        return launchers("torch")
     return launchers("triton")
 
 
-def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
-    return None if t is None else t.contiguous()
+# The library's CUDA kernels check each call, allocate the outputs and hand them to these.
+def _python_gpu_w2s_loss(loss, v, u, weak, mid, coefs):
+    _gpu_launchers()[0](loss, v, u, weak, mid, coefs)
 
 
-def _w2s_loss(v, u, weak, mid, coefs):
-    check_w2s_loss_args("w2s_loss", v, u, weak, mid, coefs)
-    loss = torch.empty(v.shape[0], dtype=accumulation_dtype(v.dtype), device=v.device)
-    forward, _ = _device_launchers(v.device.type)
-    forward(loss, *map(_contiguous, (v, u, weak, mid, coefs)))
-    return loss
+def _python_gpu_w2s_loss_backward(grad_v, grad_mid, grad, v, u, weak, mid, coefs):
+    _gpu_launchers()[1](grad_v, grad_mid, grad, v, u, weak, mid, coefs)
 
 
-def _grad_outputs(v: Tensor, mid: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    grad_mid = torch.empty_like(v, memory_format=torch.contiguous_format) if mid is not None else v.new_empty(0)
-    return torch.empty_like(v, memory_format=torch.contiguous_format), grad_mid
-
-
-def _w2s_loss_backward(grad, v, u, weak, mid, coefs):
-    check_w2s_loss_args("w2s_loss_backward", v, u, weak, mid, coefs, grad)
-    grad_v, grad_mid = _grad_outputs(v, mid)
-    _, backward = _device_launchers(v.device.type)
-    grad = grad.to(accumulation_dtype(v.dtype)).contiguous()
-    backward(grad_v, grad_mid if mid is not None else None, grad, *map(_contiguous, (v, u, weak, mid, coefs)))
-    return grad_v, grad_mid
-
-
-for _key in ("CPU", "CUDA"):
-    _lib.impl("w2s_loss", _w2s_loss, _key)
-    _lib.impl("w2s_loss_backward", _w2s_loss_backward, _key)
-
-
-@torch.library.register_fake("sgg::w2s_loss")
-def _w2s_loss_fake(v, u, weak, mid, coefs):
-    check_w2s_loss_args("w2s_loss", v, u, weak, mid, coefs)
-    return v.new_empty(v.shape[0], dtype=accumulation_dtype(v.dtype))
-
-
-@torch.library.register_fake("sgg::w2s_loss_backward")
-def _w2s_loss_backward_fake(grad, v, u, weak, mid, coefs):
-    check_w2s_loss_args("w2s_loss_backward", v, u, weak, mid, coefs, grad)
-    return _grad_outputs(v, mid)
+_lib = torch.library.Library("sgg", "IMPL")
+_lib.impl("_python_gpu_w2s_loss", _python_gpu_w2s_loss, "CUDA")
+_lib.impl("_python_gpu_w2s_loss_backward", _python_gpu_w2s_loss_backward, "CUDA")
 
 
 # Autograd: the saved tensors are the inputs themselves, so forward keeps nothing extra alive.
 def _setup_context(ctx, inputs, output):
     v, u, weak, mid, coefs = inputs
+    # u is the target and coefs are constants: a gradient they ask for would silently be zero.
+    for name, needs in (("u", ctx.needs_input_grad[1]), ("coefs", ctx.needs_input_grad[4])):
+        if needs:
+            raise ValueError(f"sgg.w2s_loss: {name} requires grad, but the loss treats it as a constant; "
+                             f"pass {name}.detach()")
     ctx.save_for_backward(v, u, weak, mid, coefs)
 
 

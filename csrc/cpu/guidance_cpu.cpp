@@ -1,5 +1,5 @@
 // CPU launcher: picks the SIMD build for this processor for dense operands, and walks arbitrary
-// strides otherwise. Registered with the dispatcher from Python (sgg_kernels/ops.py).
+// strides otherwise. Registered with the dispatcher in csrc/guidance_ops.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -106,11 +106,13 @@ void set_capability(Capability c) {
 void guided_step_cpu(const at::Tensor& out, const std::optional<at::Tensor>& x, const at::Tensor& cond,
                      const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
                      const at::Tensor& weights, const std::optional<at::Tensor>& step) {
-  const GuidanceParams p = params_from_tensors(out, x, cond, uncond, weak, weights, step);
-  if (p.batch * p.per_sample == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cond.scalar_type(), "sgg_guided_step_cpu", [&] {
-    if (p.dense) run_dense<scalar_t>(p);
-    else dispatch_presence<Strided<scalar_t>::template Pass>(p);
+  TORCH_CHECK(cond.device().is_cpu(), "sgg: the cpu kernel needs CPU tensors, got cond on ", cond.device());
+  with_params(out, x, cond, uncond, weak, weights, step, [&](const GuidanceParams& p) {
+    if (p.batch * p.per_sample == 0) return;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cond.scalar_type(), "sgg_guided_step_cpu", [&] {
+      if (p.dense) run_dense<scalar_t>(p);
+      else dispatch_presence<Strided<scalar_t>::template Pass>(p);
+    });
   });
 }
 

@@ -11,7 +11,7 @@ Capability capability();
 void set_capability(Capability c);  // for tests and benchmarks; refuses what the CPU lacks
 
 // out = step[0] * x + step[1] * guide(cond, uncond, weak, weights), or guide(...) when step is absent.
-// out may alias x (in place). Inputs must already be validated by sgg_kernels._checks.
+// out may alias x (in place). Inputs must already be validated (csrc/checks.h).
 void guided_step_cpu(const at::Tensor& out, const std::optional<at::Tensor>& x, const at::Tensor& cond,
                      const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
                      const at::Tensor& weights, const std::optional<at::Tensor>& step);

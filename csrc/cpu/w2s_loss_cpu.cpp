@@ -1,4 +1,4 @@
-// CPU kernels of sgg.w2s_loss (schema, checks and autograd in sgg_kernels/w2s_loss.py):
+// CPU kernels of sgg.w2s_loss (registered in csrc/w2s_loss_ops.cpp; autograd in sgg_kernels/w2s_loss.py):
 //
 //   loss_b = mean((v - u - lam*(v - weak))^2) + rho_vm*mean((v - mid)^2) + rho_mu*mean((mid - u)^2)
 //   grad_v   = g_b*2/n * ((v - u - lam*(v - weak)) + rho_vm*(v - mid))      (weak under stop-gradient)
@@ -36,10 +36,10 @@ struct Operands {
 template <typename T>
 Operands<T> operands(const at::Tensor& v, const at::Tensor& u, const std::optional<at::Tensor>& weak,
                      const std::optional<at::Tensor>& mid, const at::Tensor& coefs) {
-  // Memory-safety guards for direct calls; user-facing checks are in sgg_kernels/w2s_loss.py.
+  // Memory-safety guards for direct calls; user-facing checks are in csrc/checks.cpp.
   for (const at::Tensor* t : {&v, &u, weak ? &*weak : nullptr, mid ? &*mid : nullptr})
-    TORCH_CHECK(!t || (t->is_contiguous() && t->sizes() == v.sizes() && t->scalar_type() == v.scalar_type()),
-                "sgg.w2s_loss: operands must be contiguous and share v's shape and dtype");
+    TORCH_CHECK(!t || (t->is_cpu() && t->is_contiguous() && t->sizes() == v.sizes() && t->scalar_type() == v.scalar_type()),
+                "sgg.w2s_loss: operands must be contiguous CPU tensors and share v's shape and dtype");
   const int64_t batch = v.size(0), n = batch ? v.numel() / batch : 0;
   TORCH_CHECK(coefs.is_contiguous() && coefs.scalar_type() == at::kFloat &&
                   (coefs.numel() == 3 || (coefs.dim() == 2 && coefs.size(0) == batch && coefs.size(1) == 3)),
@@ -123,6 +123,8 @@ void dispatch_presence(bool has_weak, bool has_mid, const F& f) {
   else f.template operator()<false, false>();
 }
 
+}  // namespace
+
 void w2s_loss_forward_cpu(const at::Tensor& loss, const at::Tensor& v, const at::Tensor& u,
                           const std::optional<at::Tensor>& weak, const std::optional<at::Tensor>& mid,
                           const at::Tensor& coefs) {
@@ -156,18 +158,6 @@ void w2s_loss_backward_cpu(const at::Tensor& grad_v, const std::optional<at::Ten
       backward<scalar_t, kW, kM>(grad_v.data_ptr<scalar_t>(), gm, grad, p);
     });
   });
-}
-
-}  // namespace
-
-void register_w2s_loss(pybind11::module& m) {
-  m.def("w2s_loss_forward_cpu", &w2s_loss_forward_cpu, "per-sample W2S losses into loss [B] on CPU",
-        pybind11::arg("loss"), pybind11::arg("v"), pybind11::arg("u"), pybind11::arg("weak"), pybind11::arg("mid"),
-        pybind11::arg("coefs"), pybind11::call_guard<pybind11::gil_scoped_release>());
-  m.def("w2s_loss_backward_cpu", &w2s_loss_backward_cpu, "grad_v and grad_mid of the W2S loss on CPU",
-        pybind11::arg("grad_v"), pybind11::arg("grad_mid"), pybind11::arg("grad"), pybind11::arg("v"),
-        pybind11::arg("u"), pybind11::arg("weak"), pybind11::arg("mid"), pybind11::arg("coefs"),
-        pybind11::call_guard<pybind11::gil_scoped_release>());  // as guided_step_cpu: other Python threads run meanwhile
 }
 
 }  // namespace sgg::cpu

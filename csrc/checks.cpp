@@ -1,0 +1,119 @@
+#include "checks.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <string>
+
+#include "overlap.h"
+
+namespace sgg {
+namespace {
+
+// torch's own spelling (torch.float32), so messages read as the user wrote the call.
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kBool: return "torch.bool";
+    case at::kByte: return "torch.uint8";
+    case at::kChar: return "torch.int8";
+    case at::kShort: return "torch.int16";
+    case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: return std::string("torch.") + c10::toString(t);
+  }
+}
+
+bool supported(at::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble;
+}
+
+void check_batched_float(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(supported(t.scalar_type()), "sgg.", op, ": ", name, " has dtype ", dtype_name(t.scalar_type()),
+                   "; supported are float16, bfloat16, float32, float64");
+  TORCH_CHECK_VALUE(t.dim() >= 1, "sgg.", op, ": ", name, " must have a batch dimension, got a 0-d tensor");
+}
+
+// t has ref's device, dtype and shape.
+void check_operand(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
+                   const char* ref_name) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "sgg.", op, ": ", name, " is on ", t.device(), " but ", ref_name,
+                    " is on ", ref.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "sgg.", op, ": ", name, " has dtype ",
+                   dtype_name(t.scalar_type()), " but ", ref_name, " has ", dtype_name(ref.scalar_type()),
+                   "; all operands share one dtype");
+  TORCH_CHECK_VALUE(t.sym_sizes().equals(ref.sym_sizes()), "sgg.", op, ": ", name, " has shape ", t.sym_sizes(),
+                    " but ", ref_name, " has shape ", ref.sym_sizes());
+}
+
+// t is a contiguous float32 [columns] or [B, columns] tensor on ref's device, B = ref.size(0). The
+// rank decides which shape is meant, so a symbolic B is never compared with `columns`.
+void check_coefficients(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
+                        int64_t columns, const char* ref_name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, "sgg.", op, ": ", name, " must be float32, got ",
+                   dtype_name(t.scalar_type()));
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "sgg.", op, ": ", name, " is on ", t.device(), " but ", ref_name,
+                    " is on ", ref.device());
+  const bool shared = t.dim() == 1 && t.sym_size(0) == columns;
+  const bool per_sample = t.dim() == 2 && t.sym_size(0) == ref.sym_size(0) && t.sym_size(1) == columns;
+  TORCH_CHECK_VALUE(shared || per_sample, "sgg.", op, ": ", name, " must have shape [", columns, "] or [B, ", columns,
+                    "] = [", ref.sym_size(0), ", ", columns, "], got ", t.sym_sizes());
+  TORCH_CHECK_VALUE(t.is_contiguous(), "sgg.", op, ": ", name, " must be contiguous");
+}
+
+// x may be written in place: not an inference tensor outside inference mode, no two of its elements
+// share memory, and it shares no memory with an input unless it is that very input.
+void check_writable(const char* op, const at::Tensor& x,
+                    std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs) {
+  TORCH_CHECK(!x.is_inference() || c10::InferenceMode::is_enabled(), "sgg.", op,
+              ": x is an inference tensor; it can be written in place only inside torch.inference_mode()");
+  // From sizes and strides alone, so a traced call (fake tensors) refuses an expanded x too.
+  TORCH_CHECK_VALUE(!may_overlap_itself(x), "sgg.", op,
+                    ": x has overlapping memory (an expanded or overlapping view) and cannot be written in place");
+  if (!has_memory(x)) return;
+  for (const auto& [name, t] : inputs) {
+    if (!t) continue;
+    const Overlap o = overlap(x, *t);
+    TORCH_CHECK_VALUE(o != Overlap::kPartial, "sgg.", op, ": x partially overlaps ", name,
+                      "; writing x in place would corrupt ", name);
+    TORCH_CHECK_VALUE(o != Overlap::kUnknown, "sgg.", op, ": x may overlap ", name, " (same memory, layouts too ",
+                      "different to prove the elements disjoint); pass a copy of ", name);
+  }
+}
+
+}  // namespace
+
+void check_guidance_args(const char* op, const at::Tensor* x, const at::Tensor& cond,
+                         const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
+                         const at::Tensor& weights, const at::Tensor* step, bool in_place) {
+  check_batched_float(op, "cond", cond);
+  if (x) check_operand(op, "x", *x, cond, "cond");
+  if (uncond) check_operand(op, "uncond", *uncond, cond, "cond");
+  if (weak) check_operand(op, "weak", *weak, cond, "cond");
+  check_coefficients(op, "weights", weights, cond, 2, "cond");
+  if (step) check_coefficients(op, "step", *step, cond, 2, "cond");
+  if (in_place)
+    check_writable(op, *x, {{"cond", &cond}, {"uncond", uncond ? &*uncond : nullptr},
+                            {"weak", weak ? &*weak : nullptr}, {"weights", &weights}, {"step", step}});
+}
+
+void check_w2s_loss_args(const char* op, const at::Tensor& v, const at::Tensor& u,
+                         const std::optional<at::Tensor>& weak, const std::optional<at::Tensor>& mid,
+                         const at::Tensor& coefs, const at::Tensor* grad) {
+  check_batched_float(op, "v", v);
+  check_operand(op, "u", u, v, "v");
+  if (weak) check_operand(op, "weak", *weak, v, "v");
+  if (mid) check_operand(op, "mid", *mid, v, "v");
+  check_coefficients(op, "coefs", coefs, v, 3, "v");
+  if (grad) {
+    TORCH_CHECK_VALUE(grad->dim() == 1 && grad->sym_size(0) == v.sym_size(0) && grad->device() == v.device(),
+                      "sgg.", op, ": grad must have shape [", v.sym_size(0), "] on ", v.device(), ", got ",
+                      grad->sym_sizes(), " on ", grad->device());
+  }
+}
+
+}  // namespace sgg

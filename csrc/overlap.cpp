@@ -1,0 +1,103 @@
+// An element of a strided tensor sits at offset + sum_d i_d * stride_d with 0 <= i_d < size_d. Two
+// views of one buffer with the same sizes and strides collide iff their offset difference equals
+// sum_d k_d * stride_d for some |k_d| < size_d; a view collides with itself iff 0 does for some k != 0.
+// A depth-first search over k, outermost stride first, decides both: at each level only the k whose
+// remainder the inner dims can still reach are tried, which is at most two for any layout whose
+// strides nest (every tensor made by view, slice, transpose or chunk).
+#include "overlap.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace sgg {
+namespace {
+
+struct Dim {
+  int64_t size, stride;
+};
+
+// Search nodes before the answer is "unknown" (refused): no real layout needs more than a few hundred.
+constexpr int64_t kBudget = 1 << 17;
+
+struct Search {
+  std::vector<Dim> dims;       // size > 1 only, strides descending
+  std::vector<int64_t> reach;  // reach[i] = sum over j >= i of (size_j - 1) * stride_j
+  int64_t budget = kBudget;
+
+  explicit Search(std::vector<Dim> d) : dims(std::move(d)), reach(dims.size() + 1, 0) {
+    std::sort(dims.begin(), dims.end(), [](Dim a, Dim b) { return a.stride > b.stride; });
+    for (size_t i = dims.size(); i-- > 0;) reach[i] = reach[i + 1] + (dims[i].size - 1) * dims[i].stride;
+  }
+
+  static int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+  // Is target = sum_{j >= i} k_j * stride_j with |k_j| < size_j? budget < 0 afterwards means unknown.
+  bool reachable(int64_t target, size_t i) {
+    if (--budget < 0) return false;
+    if (i == dims.size()) return target == 0;
+    const auto [n, s] = dims[i];
+    if (s == 0) return reachable(target, i + 1);
+    const int64_t r = reach[i + 1];
+    const int64_t lo = std::max(-(n - 1), -floor_div(r - target, s)), hi = std::min(n - 1, floor_div(target + r, s));
+    for (int64_t k = lo; k <= hi; ++k)
+      if (reachable(target - k * s, i + 1)) return true;
+    return false;
+  }
+
+  // Some k != 0 with sum k_j * stride_j = 0; by symmetry the first non-zero k_p is positive.
+  bool self_collision() {
+    for (size_t p = 0; p < dims.size(); ++p) {
+      const auto [n, s] = dims[p];
+      if (s == 0) return true;
+      for (int64_t k = 1; k <= std::min(n - 1, reach[p + 1] / s); ++k)
+        if (reachable(-k * s, p + 1)) return true;
+    }
+    return false;
+  }
+};
+
+bool concrete_dims(const at::Tensor& t, std::vector<Dim>& dims) {
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const auto n = t.sym_size(d).maybe_as_int(), s = t.sym_stride(d).maybe_as_int();
+    if (!n || !s) return false;
+    if (*n == 0) return dims.clear(), true;  // empty: no elements
+    if (*n > 1) dims.push_back({*n, *s});
+  }
+  return true;
+}
+
+}  // namespace
+
+bool has_memory(const at::Tensor& t) {
+  return !t.is_meta() && t.has_storage() && !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+}
+
+bool may_overlap_itself(const at::Tensor& t) {
+  std::vector<Dim> dims;
+  if (!concrete_dims(t, dims)) return false;
+  Search search(std::move(dims));
+  return search.self_collision() || search.budget < 0;
+}
+
+Overlap overlap(const at::Tensor& written, const at::Tensor& read) {
+  if (written.numel() == 0 || read.numel() == 0 || !written.is_alias_of(read)) return Overlap::kNone;
+  const int64_t es_w = written.element_size(), es_r = read.element_size();
+  const auto span = [](const at::Tensor& t, int64_t es) {  // first and one-past-last byte, from the storage
+    int64_t last = t.storage_offset();
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    return std::make_pair(t.storage_offset() * es, (last + 1) * es);
+  };
+  const auto [w_lo, w_hi] = span(written, es_w);
+  const auto [r_lo, r_hi] = span(read, es_r);
+  if (w_hi <= r_lo || r_hi <= w_lo) return Overlap::kNone;
+  if (es_w != es_r || written.sizes() != read.sizes() || written.strides() != read.strides())
+    return Overlap::kUnknown;
+  if (written.storage_offset() == read.storage_offset()) return Overlap::kSame;
+  std::vector<Dim> dims;
+  concrete_dims(written, dims);
+  Search search(std::move(dims));
+  const bool collide = search.reachable(read.storage_offset() - written.storage_offset(), 0);
+  return search.budget < 0 ? Overlap::kUnknown : (collide ? Overlap::kPartial : Overlap::kNone);
+}
+
+}  // namespace sgg
