@@ -32,7 +32,13 @@ bool supported(at::ScalarType t) {
   return t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble;
 }
 
+// The dispatcher hands a None passed for a required Tensor argument over as an undefined tensor.
+void check_defined(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(t.defined(), "sgg.", op, ": ", name, " must be a Tensor, got None");
+}
+
 void check_batched_float(const char* op, const char* name, const at::Tensor& t) {
+  check_defined(op, name, t);
   TORCH_CHECK_TYPE(supported(t.scalar_type()), "sgg.", op, ": ", name, " has dtype ", dtype_name(t.scalar_type()),
                    "; supported are float16, bfloat16, float32, float64");
   TORCH_CHECK_VALUE(t.dim() >= 1, "sgg.", op, ": ", name, " must have a batch dimension, got a 0-d tensor");
@@ -41,6 +47,7 @@ void check_batched_float(const char* op, const char* name, const at::Tensor& t) 
 // t has ref's device, dtype and shape.
 void check_operand(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
                    const char* ref_name) {
+  check_defined(op, name, t);
   TORCH_CHECK_VALUE(t.device() == ref.device(), "sgg.", op, ": ", name, " is on ", t.device(), " but ", ref_name,
                     " is on ", ref.device());
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "sgg.", op, ": ", name, " has dtype ",
@@ -54,6 +61,7 @@ void check_operand(const char* op, const char* name, const at::Tensor& t, const 
 // rank decides which shape is meant, so a symbolic B is never compared with `columns`.
 void check_coefficients(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
                         int64_t columns, const char* ref_name) {
+  check_defined(op, name, t);
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, "sgg.", op, ": ", name, " must be float32, got ",
                    dtype_name(t.scalar_type()));
   TORCH_CHECK_VALUE(t.device() == ref.device(), "sgg.", op, ": ", name, " is on ", t.device(), " but ", ref_name,
@@ -110,6 +118,7 @@ void check_w2s_loss_args(const char* op, const at::Tensor& v, const at::Tensor& 
   if (mid) check_operand(op, "mid", *mid, v, "v");
   check_coefficients(op, "coefs", coefs, v, 3, "v");
   if (grad) {
+    check_defined(op, "grad", *grad);
     TORCH_CHECK_VALUE(grad->dim() == 1 && grad->sym_size(0) == v.sym_size(0) && grad->device() == v.device(),
                       "sgg.", op, ": grad must have shape [", v.sym_size(0), "] on ", v.device(), ", got ",
                       grad->sym_sizes(), " on ", grad->device());

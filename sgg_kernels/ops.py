@@ -36,21 +36,21 @@ def _reduce_to(coefs: Tensor, *columns: Tensor) -> Tensor:
 
 
 class _GuidedStep(torch.autograd.Function):
-    """guided_step, or guide when x and step are None."""
+    """guided_step, or guide (is_step False: x and step are None)."""
 
     @staticmethod
-    def forward(x, cond, uncond, weak, weights, step):
+    def forward(is_step, x, cond, uncond, weak, weights, step):
         with torch._C._AutoDispatchBelowAutograd():
-            if x is None:
-                return torch.ops.sgg.guide(cond, uncond, weak, weights)
-            return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
+            if is_step:
+                return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
+            return torch.ops.sgg.guide(cond, uncond, weak, weights)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, cond, uncond, weak, weights, step = inputs
-        ctx.present = (x is not None, uncond is not None, weak is not None)
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
+        is_step, x, cond, uncond, weak, weights, step = inputs
+        ctx.present = (is_step, uncond is not None, weak is not None)
+        ctx.save_for_backward(*inputs[1:])
+        ctx.save_for_forward(*inputs[1:])
 
     @staticmethod
     def backward(ctx, grad):
@@ -60,7 +60,7 @@ class _GuidedStep(torch.autograd.Function):
         g = grad.to(acc)
         b = _column(step, 1, g) if has_x else torch.ones((), dtype=acc, device=g.device)
         w_u, w_w = _column(weights, 0, g) * b, _column(weights, 1, g) * b
-        need = ctx.needs_input_grad
+        need = ctx.needs_input_grad[1:]
         grads = [None] * 6
         if has_x and need[0]:
             grads[0] = (g * _column(step, 0, g)).to(grad.dtype)
@@ -79,10 +79,10 @@ class _GuidedStep(torch.autograd.Function):
             if has_x and need[5]:
                 guided = torch.ops.sgg.guide(cond, uncond, weak, weights).to(acc)
                 grads[5] = _reduce_to(step, g * x.to(acc), g * guided)
-        return tuple(grads)
+        return (None, *grads)
 
     @staticmethod
-    def jvp(ctx, tx, tcond, tuncond, tweak, tweights, tstep):
+    def jvp(ctx, _, tx, tcond, tuncond, tweak, tweights, tstep):
         x, cond, uncond, weak, weights, step = ctx.saved_tensors
         has_x, has_u, has_w = ctx.present
         acc = accumulation_dtype(cond.dtype)
@@ -108,26 +108,26 @@ class _GuidedStep(torch.autograd.Function):
         return out.to(x.dtype)
 
 
-def _autograd_kernel(x, cond, uncond, weak, weights, step):
+def _autograd_kernel(is_step, x, cond, uncond, weak, weights, step):
     if torch._C._are_functorch_transforms_active():
         # torch.func (jvp, grad, vmap) would route an autograd.Function through a higher-order op that
         # cannot run from inside the dispatcher; there the formula runs as plain differentiable ops,
         # after the library's own checks (its Meta kernel, on stand-ins of the logical shapes).
         meta = [None if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta")
                 for t in (x, cond, uncond, weak, weights, step)]
-        op, args = (torch.ops.sgg.guide.default, meta[1:5]) if x is None else (torch.ops.sgg.guided_step.default, meta)
+        op, args = (torch.ops.sgg.guided_step.default, meta) if is_step else (torch.ops.sgg.guide.default, meta[1:5])
         op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.Meta), *args)
         out = guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype))
         return out.to(cond.dtype)
-    return _GuidedStep.apply(x, cond, uncond, weak, weights, step)
+    return _GuidedStep.apply(is_step, x, cond, uncond, weak, weights, step)
 
 
 def _guide_autograd(cond, uncond, weak, weights):
-    return _autograd_kernel(None, cond, uncond, weak, weights, None)
+    return _autograd_kernel(False, None, cond, uncond, weak, weights, None)
 
 
 def _guided_step_autograd(x, cond, uncond, weak, weights, step):
-    return _autograd_kernel(x, cond, uncond, weak, weights, step)
+    return _autograd_kernel(True, x, cond, uncond, weak, weights, step)
 
 
 # guided_step_'s Autograd kernel is in C++ (it refuses inputs that need a graph and bumps x's version).

@@ -26,14 +26,6 @@ def test_gradcheck_fp64(has_u, has_w, per_sample):
         lambda *t: torch.ops.sgg.guided_step(t[0], t[1], t[2], t[3], weights, step), (x, c, u, w))
 
 
-def test_weights_and_step_get_no_gradient():
-    x, c, u, w, weights, step = operands(torch.float32, True, True, True, requires_grad=True)
-    weights.requires_grad_(True)
-    torch.ops.sgg.guided_step(x, c, u, w, weights, step).sum().backward()
-    assert weights.grad is None and x.grad is not None
-    assert torch.allclose(x.grad, step[:, :1, None].expand_as(x))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", ["guide", "guided_step", "guided_step_"])
 def test_opcheck(op, dtype):

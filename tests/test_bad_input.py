@@ -32,8 +32,8 @@ BAD = {
     "weights strided": (dict(weights=torch.rand(2, B).t()), ValueError, "weights must be contiguous"),
     "step shape": (dict(step=torch.rand(B, 3)), ValueError, "step must have shape"),
     "step dtype": (dict(step=torch.rand(2).half()), TypeError, "step must be float32"),
-    "step none": (dict(step=None), TypeError, "step must be a Tensor, got NoneType"),
-    "x none step": (dict(x=None), TypeError, "x must be a Tensor, got NoneType"),
+    "step none": (dict(step=None), TypeError, "step must be a Tensor, got None"),
+    "x none step": (dict(x=None), TypeError, "x must be a Tensor, got None"),
 }
 
 

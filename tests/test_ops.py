@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import sgg_kernels  # noqa: F401  (registers torch.ops.sgg)
-from sgg_kernels import backends
 from helpers import DTYPES, LAYOUTS, assert_matches_reference, coefficients, make
 
 SHAPES = [(1, 7), (3, 5, 7), (2, 4, 9, 11), (1, 3, 2, 5, 6), (2, 16, 33, 17), (0, 4), (3, 0, 2)]
@@ -70,10 +69,9 @@ def test_in_place_may_alias_cond():
 @pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_each_simd_build_matches_reference(capability, dtype):
-    C = backends._C
-    previous = C.cpu_capability()
+    previous = torch.ops.sgg._cpu_capability()
     try:
-        C.set_cpu_capability(capability)
+        torch.ops.sgg._set_cpu_capability(capability)
     except RuntimeError:
         pytest.skip(f"this CPU lacks {capability}")
     try:
@@ -82,7 +80,7 @@ def test_each_simd_build_matches_reference(capability, dtype):
             out = torch.ops.sgg.guided_step(x, c, u, w, weights, step)
             assert_matches_reference(out, x, c, u, w, weights, step)
     finally:
-        C.set_cpu_capability(previous)
+        torch.ops.sgg._set_cpu_capability(previous)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

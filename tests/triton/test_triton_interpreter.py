@@ -91,8 +91,6 @@ def test_unaligned_operands():
 def test_bit_for_bit_equal_to_the_cpu_kernel(dtype, layout):
     # Same rule, same order of operations, no FMA contraction in either (bf16 differs here only
     # because the interpreter truncates).
-    if not backends.extension_built():
-        pytest.skip("the C++ extension is not built")
     x, c, u, w, weights, step = operands((3, 4, 9, 11), dtype, layout, True, True, True)
     cpu = torch.empty_like(x)
     backends.launcher("cpu")(cpu, x, c, u, w, weights, step)
