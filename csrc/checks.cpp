@@ -44,6 +44,18 @@ void check_batched_float(const char* op, const char* name, const at::Tensor& t) 
   TORCH_CHECK_VALUE(t.dim() >= 1, "sgg.", op, ": ", name, " must have a batch dimension, got a 0-d tensor");
 }
 
+// Sizes are compared with expect_true: under torch.compile a size that is not known yet (an unbacked
+// batch, e.g. torch._dynamo.mark_unbacked) becomes a run-time assertion instead of a guard, so one
+// graph serves every batch size.
+bool same_size(const c10::SymInt& a, const c10::SymInt& b) { return a.sym_eq(b).expect_true(__FILE__, __LINE__); }
+
+bool same_sizes(const at::Tensor& a, const at::Tensor& b) {
+  if (a.dim() != b.dim()) return false;
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (!same_size(a.sym_size(d), b.sym_size(d))) return false;
+  return true;
+}
+
 // t has ref's device, dtype and shape.
 void check_operand(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
                    const char* ref_name) {
@@ -53,8 +65,8 @@ void check_operand(const char* op, const char* name, const at::Tensor& t, const 
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "sgg.", op, ": ", name, " has dtype ",
                    dtype_name(t.scalar_type()), " but ", ref_name, " has ", dtype_name(ref.scalar_type()),
                    "; all operands share one dtype");
-  TORCH_CHECK_VALUE(t.sym_sizes().equals(ref.sym_sizes()), "sgg.", op, ": ", name, " has shape ", t.sym_sizes(),
-                    " but ", ref_name, " has shape ", ref.sym_sizes());
+  TORCH_CHECK_VALUE(same_sizes(t, ref), "sgg.", op, ": ", name, " has shape ", t.sym_sizes(), " but ", ref_name,
+                    " has shape ", ref.sym_sizes());
 }
 
 // t is a contiguous float32 [columns] or [B, columns] tensor on ref's device, B = ref.size(0). The
@@ -67,7 +79,7 @@ void check_coefficients(const char* op, const char* name, const at::Tensor& t, c
   TORCH_CHECK_VALUE(t.device() == ref.device(), "sgg.", op, ": ", name, " is on ", t.device(), " but ", ref_name,
                     " is on ", ref.device());
   const bool shared = t.dim() == 1 && t.sym_size(0) == columns;
-  const bool per_sample = t.dim() == 2 && t.sym_size(0) == ref.sym_size(0) && t.sym_size(1) == columns;
+  const bool per_sample = t.dim() == 2 && t.sym_size(1) == columns && same_size(t.sym_size(0), ref.sym_size(0));
   TORCH_CHECK_VALUE(shared || per_sample, "sgg.", op, ": ", name, " must have shape [", columns, "] or [B, ", columns,
                     "] = [", ref.sym_size(0), ", ", columns, "], got ", t.sym_sizes());
   TORCH_CHECK_VALUE(t.is_contiguous(), "sgg.", op, ": ", name, " must be contiguous");
@@ -119,7 +131,7 @@ void check_w2s_loss_args(const char* op, const at::Tensor& v, const at::Tensor& 
   check_coefficients(op, "coefs", coefs, v, 3, "v");
   if (grad) {
     check_defined(op, "grad", *grad);
-    TORCH_CHECK_VALUE(grad->dim() == 1 && grad->sym_size(0) == v.sym_size(0) && grad->device() == v.device(),
+    TORCH_CHECK_VALUE(grad->dim() == 1 && same_size(grad->sym_size(0), v.sym_size(0)) && grad->device() == v.device(),
                       "sgg.", op, ": grad must have shape [", v.sym_size(0), "] on ", v.device(), ", got ",
                       grad->sym_sizes(), " on ", grad->device());
   }

@@ -1,0 +1,150 @@
+"""The ops outside this Python package: the library alone (torch.ops.load_library), a C++ program,
+TorchScript, torch.export + AOTInductor with a dynamic batch, and torch.compile(dynamic=True)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import sgg_kernels
+from sgg_kernels.reference import guided_step_reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CPP_EXAMPLE = os.path.join(ROOT, "build", "cpp_example", "sgg_cpp_example")
+
+
+class Guided(torch.nn.Module):
+    """guide with shared [2] weights, guided_step with per-sample [B, 2] weights, and the in-place step."""
+
+    def forward(self, x, cond, uncond, weak, shared, weights, step):
+        y = x.clone()
+        torch.ops.sgg.guided_step_(y, cond, uncond, weak, weights, step)
+        return (torch.ops.sgg.guide(cond, uncond, weak, shared),
+                torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step), y)
+
+
+class Step(torch.nn.Module):
+    def forward(self, x, cond, uncond, weak, weights, step):
+        return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
+
+
+def inputs(batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, c, u, w = (torch.randn(batch, 4, 8, 8, generator=g) for _ in range(4))
+    return x, c, u, w, torch.tensor([0.5, 0.25]), torch.rand(batch, 2, generator=g), torch.rand(batch, 2, generator=g)
+
+
+def expected(x, c, u, w, shared, weights, step):
+    return (guided_step_reference(None, c, u, w, shared, None), guided_step_reference(x, c, u, w, weights, step))
+
+
+def run_python(script, timeout=600):
+    """A fresh interpreter that never imports sgg_kernels; it loads only the library."""
+    preamble = f"import sys, torch\ntorch.ops.load_library({sgg_kernels.library_path()!r})\n"
+    check = "\nassert 'sgg_kernels' not in sys.modules\nprint('ok')\n"
+    result = subprocess.run([sys.executable, "-c", preamble + textwrap.dedent(script) + check], capture_output=True,
+                            text=True, timeout=timeout, cwd="/")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
+
+
+def test_the_library_needs_neither_python_nor_libtorch_python():
+    needed = subprocess.run(["readelf", "-d", sgg_kernels.library_path()], capture_output=True, text=True,
+                            check=True, timeout=60).stdout
+    libraries = [line.split("[")[1].rstrip("]") for line in needed.splitlines() if "(NEEDED)" in line]
+    assert any(lib.startswith("libtorch") for lib in libraries), libraries
+    assert not [lib for lib in libraries if "python" in lib], libraries
+
+
+def test_ops_work_in_a_process_that_only_loads_the_library():
+    run_python("""
+        x, c, u, w = (torch.randn(3, 5, dtype=torch.float64) for _ in range(4))
+        weights, step = torch.tensor([0.5, 0.25]), torch.tensor([[1.0, -0.1]] * 3)
+        want = step[:, :1] * x + step[:, 1:] * (c + 0.5 * (c - u) + 0.25 * (c - w))
+        assert torch.allclose(torch.ops.sgg.guided_step(x, c, u, w, weights, step), want, atol=1e-12)
+        try:
+            torch.ops.sgg.guide(c, u[:, :2], None, weights)
+            raise SystemExit("a bad shape was accepted")
+        except ValueError as e:
+            assert "uncond has shape [3, 2] but cond has shape [3, 5]" in str(e), e
+    """)
+
+
+@pytest.fixture(scope="module")
+def aoti_package(tmp_path_factory):
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    per_sample = {0: batch}
+    dynamic = {"x": per_sample, "cond": per_sample, "uncond": per_sample, "weak": per_sample, "shared": None,
+               "weights": per_sample, "step": per_sample}
+    program = torch.export.export(Guided(), inputs(3), dynamic_shapes=dynamic)
+    path = str(tmp_path_factory.mktemp("aoti") / "guided.pt2")
+    return torch._inductor.aoti_compile_and_package(program, package_path=path)
+
+
+@pytest.mark.slow
+def test_exported_aoti_package_runs_any_batch_in_a_process_that_only_loads_the_library(aoti_package):
+    run_python(f"""
+        from sgg_kernels_test_inputs import inputs, expected
+        model = torch._inductor.aoti_load_package({aoti_package!r})
+        for batch in (1, 2, 5):
+            args = inputs(batch, seed=batch)
+            guide, step, in_place = model(*args)
+            want_guide, want_step = expected(*args)
+            assert torch.allclose(guide.double(), want_guide, atol=1e-5), batch
+            assert torch.allclose(step.double(), want_step, atol=1e-5), batch
+            assert torch.equal(in_place, step), batch
+    """.replace("from sgg_kernels_test_inputs import inputs, expected", _standalone_helpers()))
+
+
+def _standalone_helpers():
+    """inputs() and expected() as source, with the reference inlined (the fresh process imports no sgg_kernels)."""
+    return textwrap.dedent("""
+        def inputs(batch, seed=0):
+            g = torch.Generator().manual_seed(seed)
+            x, c, u, w = (torch.randn(batch, 4, 8, 8, generator=g) for _ in range(4))
+            return x, c, u, w, torch.tensor([0.5, 0.25]), torch.rand(batch, 2, generator=g), torch.rand(batch, 2, generator=g)
+
+        def expected(x, c, u, w, shared, weights, step):
+            col = lambda t, k: t[..., k].double().reshape(-1, 1, 1, 1) if t.dim() == 2 else t[k].double()
+            c, u, w = c.double(), u.double(), w.double()
+            guide = lambda k: c + col(k, 0) * (c - u) + col(k, 1) * (c - w)
+            return guide(shared), col(step, 0) * x.double() + col(step, 1) * guide(weights)
+    """)
+
+
+@pytest.mark.slow
+def test_cpp_program_calls_the_ops_directly_through_torchscript_and_through_aoti(aoti_package, tmp_path):
+    assert os.path.exists(CPP_EXAMPLE), f"{CPP_EXAMPLE} is not built: run `make cpp-example`"
+    scripted = str(tmp_path / "step.pt")
+    torch.jit.script(Step()).save(scripted)
+    result = subprocess.run([CPP_EXAMPLE, sgg_kernels.library_path(), "--torchscript", scripted, "--aoti", aoti_package],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("sgg::guided_step:", "guided_step_ (in place)", "bad weights refused", "TorchScript module",
+                 "AOTInductor package, guided_step, B=5", "all ok"):
+        assert line in result.stdout, result.stdout
+
+
+def test_compile_with_an_unbacked_batch_makes_one_graph():
+    # dynamic=True alone still gives batch 1 its own graph (torch specializes sizes 0 and 1), and batch 2
+    # too, as [2, 2] per-sample weights duck-size the batch to the column count. An unbacked batch
+    # dimension avoids both; the library's size checks then become run-time assertions.
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    def sampler_step(x, cond, uncond, weak, weights, step):
+        torch.ops.sgg.guided_step_(x, cond, uncond, weak, weights, step)
+        return torch.ops.sgg.guide(cond, uncond, weak, weights)
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(sampler_step, backend=counter, dynamic=True, fullgraph=True)
+    for batch in (1, 2, 3, 5):
+        x, c, u, w, _, weights, step = inputs(batch, seed=batch)
+        for t in (x, c, u, w, weights, step):
+            torch._dynamo.decorators.mark_unbacked(t, 0)
+        want_guide, want_x = expected(x, c, u, w, weights, weights, step)
+        got_guide = compiled(x, c, u, w, weights, step)
+        torch.testing.assert_close(got_guide.double(), want_guide, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x.double(), want_x, rtol=1e-5, atol=1e-5)
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs for batches 1, 2, 3, 5"
