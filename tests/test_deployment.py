@@ -84,8 +84,7 @@ def aoti_package(tmp_path_factory):
 
 @pytest.mark.slow
 def test_exported_aoti_package_runs_any_batch_in_a_process_that_only_loads_the_library(aoti_package):
-    run_python(f"""
-        from sgg_kernels_test_inputs import inputs, expected
+    run_python(_standalone_helpers() + textwrap.dedent(f"""
         model = torch._inductor.aoti_load_package({aoti_package!r})
         for batch in (1, 2, 5):
             args = inputs(batch, seed=batch)
@@ -94,7 +93,7 @@ def test_exported_aoti_package_runs_any_batch_in_a_process_that_only_loads_the_l
             assert torch.allclose(guide.double(), want_guide, atol=1e-5), batch
             assert torch.allclose(step.double(), want_step, atol=1e-5), batch
             assert torch.equal(in_place, step), batch
-    """.replace("from sgg_kernels_test_inputs import inputs, expected", _standalone_helpers()))
+    """))
 
 
 def _standalone_helpers():
