@@ -86,10 +86,10 @@ def sources(pattern):
 # The dense CPU kernel is compiled once per SIMD level and chosen at run time
 # (csrc/cpu/guidance_cpu.cpp), so one wheel runs everywhere and uses AVX-512 where it exists.
 SIMD_SOURCES = {
-    "csrc/cpu/guidance_avx2.cpp": ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mpopcnt"],
+    "csrc/cpu/kernels_avx2.cpp": ["-mavx2", "-mfma", "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mpopcnt"],
     # -Wno-maybe-uninitialized: GCC 12 flags the `__Y = __Y` idiom of its own avx512fintrin.h each time
     # ATen's vec code inlines it (408 warnings, none about our code).
-    "csrc/cpu/guidance_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
+    "csrc/cpu/kernels_avx512.cpp": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
                                      "-mf16c", "-mbmi", "-mbmi2", "-mlzcnt", "-mpopcnt", "-Wno-maybe-uninitialized"],
 }
 

@@ -136,6 +136,33 @@ def test_cpu_loss_does_not_depend_on_the_thread_count():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_each_simd_build_matches_the_reference_at_any_thread_count(capability, dtype):
+    previous, threads = torch.ops.sgg._cpu_capability(), torch.get_num_threads()
+    try:
+        torch.ops.sgg._set_cpu_capability(capability)
+    except RuntimeError:
+        pytest.skip(f"this CPU lacks {capability}")
+    try:
+        v, u, weak, mid, coefs = op_args(dtype, shape=(3, 9000 + 7), seed=4)  # chunks, a vector body and a tail
+        grad = torch.rand(3, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+        torch.set_num_threads(1)
+        loss = torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs)
+        grads = torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)
+        tol = TOL.get(dtype, dict(rtol=2e-2, atol=1e-2))
+        torch.testing.assert_close(loss.double(), w2s_loss_reference(v, u, weak, mid, coefs), **TOL[torch.float32]
+                                   if dtype != torch.float64 else TOL[dtype])
+        for got, want in zip(grads, w2s_loss_grads_reference(grad, v, u, weak, mid, coefs)):
+            torch.testing.assert_close(got.double(), want, **tol)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(loss, torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs))
+        assert all(map(torch.equal, grads, torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)))
+    finally:
+        torch.ops.sgg._set_cpu_capability(previous)
+        torch.set_num_threads(threads)
+
+
 def test_empty_batch_gives_empty_losses():
     v = torch.empty(0, 3)
     assert torch.ops.sgg.w2s_loss(v, v, None, v, torch.zeros(3)).shape == (0,)

@@ -1,43 +1,17 @@
 // SIMD kernel for the dense, sample-major layout. Included once per CPU capability (see
-// guidance_{default,avx2,avx512}.cpp): CPU_CAPABILITY names the inline namespace, so each
+// kernels_{default,avx2,avx512}.cpp): CPU_CAPABILITY names the inline namespace, so each
 // instantiation is a distinct symbol and the best one is chosen at run time.
 #pragma once
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
-#include <array>
 
 #include "../guidance_params.h"
+#include "vec_lanes.h"
 
 namespace sgg::cpu {
 inline namespace CPU_CAPABILITY {
-
-// One SIMD step: Vectorized<T>::size() elements of T, held as one or two float/double vectors.
-template <typename T>
-struct Lanes {
-  using acc_t = at::opmath_type<T>;
-  using Vec = at::vec::Vectorized<acc_t>;
-  static constexpr bool kReduced = !std::is_same_v<T, acc_t>;
-  static constexpr int kParts = kReduced ? 2 : 1;
-  static constexpr int64_t kWidth = at::vec::Vectorized<T>::size();
-  using Pack = std::array<Vec, kParts>;
-
-  static Pack load(const T* p) {
-    if constexpr (kReduced) {
-      auto [lo, hi] = at::vec::convert_to_float<T>(at::vec::Vectorized<T>::loadu(p));
-      return {lo, hi};
-    } else {
-      return {Vec::loadu(p)};
-    }
-  }
-  static void store(T* p, const Pack& v) {
-    if constexpr (kReduced) at::vec::convert_from_float<T>(v[0], v[1]).store(p);
-    else v[0].store(p);
-  }
-};
 
 // ~64K elements per task: large enough to amortise the OpenMP fork, small enough that an
 // SD3-1024 latent ([2,16,128,128], 512K elements) still spreads over every core.

@@ -1,5 +1,0 @@
-// AVX-512 build of the dense kernel; setup.py compiles this file alone with -mavx512{f,bw,vl,dq}.
-#define CPU_CAPABILITY AVX512
-#define CPU_CAPABILITY_AVX512
-#include "dense_kernel.h"
-SGG_INSTANTIATE_DENSE_KERNELS
