@@ -11,6 +11,8 @@ built once on the device, so the loop never synchronises with the host (unless `
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -21,6 +23,7 @@ from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 from . import ops as _ops  # noqa: F401  (registers torch.ops.sgg.*)
+from ._checks import SUPPORTED_DTYPES
 from .schedule import EvaluationPlan, GuidanceSchedule
 
 GRIDS = ("uniform", "sd3")
@@ -34,14 +37,14 @@ def timestep_grid(num_steps: int, kind: str = "uniform", shift: float = 3.0) -> 
     'uniform' spaces them evenly; 'sd3' gives diffusers' FlowMatchEulerDiscreteScheduler(shift=shift)
     sigmas value for value (float32 values, as the scheduler stores them, widened to float64).
     """
-    if not isinstance(num_steps, int) or num_steps < 1:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     if kind == "uniform":
         return torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
     if kind != "sd3":
         raise ValueError(f"grid kind must be one of {GRIDS}, got {kind!r}")
-    if not shift > 0:
-        raise ValueError(f"shift must be > 0, got {shift}")
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"shift must be a finite number > 0, got {shift!r}")
     train_steps = 1000  # the scheduler's num_train_timesteps for SD3/SD3.5
     # The scheduler's constructor shifts its training sigmas in float32 and keeps the smallest as
     # sigma_min; set_timesteps spaces the steps linearly in float64 between sigma_max = 1 and it,
@@ -140,10 +143,23 @@ class _Evaluator:
                             "give noise (or dtype) in the model's dtype")
         return out
 
+    def where(self, i: int, t_value: float, label: str = "") -> str:
+        return f"step {i + 1}/{self.tables.num_steps}{label} (t={t_value:.4g}, {self.tables.active(i)})"
+
+    def check_update(self, i: int, x: Tensor, t_value: float, label: str = "") -> None:
+        """With check_finite, x after step i's guided update must be finite: the predictions were, so a
+        non-finite x means the weights times the prediction differences overflowed x's dtype. Naming
+        the step here keeps the next step from blaming the model's prediction at the overflowed x."""
+        if self.check_finite and not bool(torch.isfinite(x).all()):
+            lam_cdg, lam_cag = self.tables.weights[i].tolist()
+            raise FloatingPointError(f"{self.where(i, t_value, label)}: the guided update made x non-finite from "
+                                     f"finite predictions; weights (lam_cdg, lam_cag) = ({lam_cdg:.4g}, "
+                                     f"{lam_cag:.4g}) times the prediction differences overflow {x.dtype}")
+
     def __call__(self, i: int, x: Tensor, t: Tensor, t_value: float, label: str = ""):
         """(cond, uncond or None, weak or None) at step i's plan, evaluated at (x, t)."""
         need_uncond, need_weak = self.tables.plan.uncond[i], self.tables.plan.weak[i]
-        where = f"step {i + 1}/{self.tables.num_steps}{label} (t={t_value:.4g}, {self.tables.active(i)})"
+        where = self.where(i, t_value, label)
         uncond = weak = None
         if need_uncond and self.batch:
             if self.cond_and_null is None:
@@ -165,12 +181,21 @@ class _Evaluator:
 
 
 def _initial_noise(noise, shape, generator, device, dtype) -> Tensor:
+    """The starting sample: a copy of noise, or drawn; checked to be a batch in a dtype the ops take."""
     if (noise is None) == (shape is None):
         raise ValueError("give exactly one of noise (the starting sample) or shape (to draw it)")
+    dtypes = ", ".join(str(d) for d in SUPPORTED_DTYPES)
+    if dtype is not None and dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be one of {dtypes} (the ops' dtypes), got {dtype}")
     if noise is not None:
-        if not isinstance(noise, Tensor) or not noise.is_floating_point():
-            raise TypeError(f"noise must be a floating-point Tensor, got {type(noise).__name__}")
+        if not isinstance(noise, Tensor) or noise.dtype not in SUPPORTED_DTYPES:
+            got = noise.dtype if isinstance(noise, Tensor) else type(noise).__name__
+            raise TypeError(f"noise must be a floating-point Tensor of {dtypes}, got {got}")
+        if noise.dim() < 1:
+            raise ValueError("noise must have a batch dimension [B, ...], got a 0-d tensor")
         return noise.detach().clone()  # sampled in place; the caller's tensor is left alone
+    if len(tuple(shape)) < 1:
+        raise ValueError(f"shape must have a batch dimension [B, ...], got {tuple(shape)}")
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype or torch.float32)
 
 
@@ -193,6 +218,8 @@ def sample(model: Model, cond: Any, schedule: GuidanceSchedule, *, noise: Option
     if device is None:
         device = cond.device if isinstance(cond, Tensor) else getattr(generator, "device", "cpu")
     x = _initial_noise(noise, shape, generator, device, dtype)
+    if check_finite and not bool(torch.isfinite(x).all()):
+        raise FloatingPointError("noise has non-finite values")
     grid_t = timestep_grid(num_steps, grid, shift) if timesteps is None else timesteps
     tables = GuidanceTables.build(schedule, grid_t, x.device)
     plan = tables.plan
@@ -205,14 +232,17 @@ def sample(model: Model, cond: Any, schedule: GuidanceSchedule, *, noise: Option
     half = tables.euler * torch.tensor([1.0, 0.5], device=x.device)  # Heun's (1, h / 2)
 
     for i in tqdm(range(tables.num_steps), disable=not progress, desc="sgg sample"):
-        weights, t_next = tables.weights[i], tables.grid[i + 1].item()
-        preds = evaluate(i, x, t_device[i], tables.grid[i].item())
+        weights, t_value, t_next = tables.weights[i], tables.grid[i].item(), tables.grid[i + 1].item()
+        preds = evaluate(i, x, t_device[i], t_value)
         if solver == "euler" or t_next == 0:
             torch.ops.sgg.guided_step_(x, *preds, weights, tables.euler[i])
+            evaluate.check_update(i, x, t_value)
             continue
         # Heun: x_next = x + h/2 (d + d'), d' the guided velocity at the Euler point, same weights.
         x_euler = torch.ops.sgg.guided_step(x, *preds, weights, tables.euler[i])
+        evaluate.check_update(i, x_euler, t_value, " (Heun predictor)")
         torch.ops.sgg.guided_step_(x, *preds, weights, half[i])
         preds = evaluate(i, x_euler, t_device[i + 1], t_next, " (Heun correction)")
         torch.ops.sgg.guided_step_(x, *preds, weights, half[i])
+        evaluate.check_update(i, x, t_value, " (Heun correction)")
     return SampleOutput(x=x, nfe=evaluate.nfe, timesteps=tables.grid, weights=tables.weights)

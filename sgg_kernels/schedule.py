@@ -18,6 +18,7 @@ Noise-level intervals are half-open, ``lo < t <= hi`` (t = 1 is noise), and a se
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -27,6 +28,16 @@ from torch import Tensor
 KINDS = ("cdg", "cag")
 UNITS = ("t", "step")
 SHAPES = ("constant", "linear", "cosine")
+# The ops take strengths as float32: a strength finite in float64 but beyond this would become inf.
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -53,10 +64,18 @@ class Segment:
         if self.shape not in SHAPES:
             raise ValueError(f"Segment.shape must be one of {SHAPES}, got {self.shape!r}")
         for name in ("lam", "lo", "hi", "d_w"):
+            if not _is_real(getattr(self, name)):
+                raise ValueError(f"Segment.{name} must be a real number, got {getattr(self, name)!r}")
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"Segment.{name} must be finite, got {getattr(self, name)}")
         if self.d_w < 0:
             raise ValueError(f"Segment.d_w must be >= 0, got {self.d_w}")
+        if self.lam > FLOAT32_MAX:
+            raise ValueError(f"Segment.lam={self.lam:.4g} is beyond float32's largest value {FLOAT32_MAX:.4g} "
+                             "(the ops take strengths as float32)")
+        if self.lam + self.d_w > FLOAT32_MAX:
+            raise ValueError(f"Segment's peak strength lam + d_w = {self.lam + self.d_w:.4g} is beyond float32's "
+                             f"largest value {FLOAT32_MAX:.4g} (the ops take strengths as float32)")
         if self.lam - self.d_w < -1:
             raise ValueError(f"Segment strength reaches {self.lam - self.d_w} < -1 (a scale below 0), which "
                              "extrapolates past the weak prediction")
@@ -118,8 +137,10 @@ def _as_timesteps(timesteps: Union[Tensor, Sequence[float]]) -> Tensor:
 
 
 def _check_scale(name: str, value: float, minimum: float = 0.0) -> float:
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
+    """A finite real number in [minimum, float32's largest value], the range the ops' float32 strengths hold."""
+    if not _is_real(value) or not math.isfinite(value) or not minimum <= value <= FLOAT32_MAX:
+        raise ValueError(f"{name} must be a finite number in [{minimum:g}, {FLOAT32_MAX:.4g}] (the ops take "
+                         f"strengths as float32), got {value!r}")
     return float(value)
 
 
@@ -129,15 +150,34 @@ class GuidanceSchedule:
 
     segments: tuple[Segment, ...] = ()
 
+    def __post_init__(self):
+        segments = self.segments
+        if not isinstance(segments, (tuple, list)) or not all(isinstance(s, Segment) for s in segments):
+            raise TypeError(f"GuidanceSchedule.segments must be a tuple of Segment, got {segments!r}")
+        object.__setattr__(self, "segments", tuple(segments))  # a list becomes the (hashable) tuple form
+
     def __add__(self, other: "GuidanceSchedule") -> "GuidanceSchedule":
+        if not isinstance(other, GuidanceSchedule):
+            return NotImplemented
         return GuidanceSchedule(self.segments + other.segments)
 
     def weights(self, timesteps: Union[Tensor, Sequence[float]]) -> Tensor:
-        """float32 [N, 2] of (lam_cdg, lam_cag) for steps whose current noise levels are `timesteps`."""
+        """float32 [N, 2] of (lam_cdg, lam_cag) for steps whose current noise levels are `timesteps`.
+
+        Overlapping segments of one kind add; a sum beyond float32's range is refused, naming the step
+        and the segments, rather than becoming inf in the table."""
         t = _as_timesteps(timesteps)
         table = torch.zeros(t.numel(), 2, dtype=torch.float64)
         for seg in self.segments:
             table[:, KINDS.index(seg.kind)] += seg.strengths(t)
+        over = table.abs() > FLOAT32_MAX
+        if bool(over.any()):
+            step, column = over.nonzero()[0].tolist()
+            kind = KINDS[column]
+            summed = [seg for seg in self.segments if seg.kind == kind and seg.strengths(t)[step] != 0]
+            raise ValueError(f"at step {step + 1} (t={t[step].item():.4g}) the overlapping {kind} segments sum to "
+                             f"lam_{kind} = {table[step, column].item():.4g}, beyond float32's largest value "
+                             f"{FLOAT32_MAX:.4g} (the ops take strengths as float32): {summed}")
         return table.to(torch.float32)
 
     def plan(self, timesteps: Union[Tensor, Sequence[float]]) -> EvaluationPlan:
@@ -192,14 +232,13 @@ class GuidanceSchedule:
         The ranges are independent and may overlap. Schedules 'linear' (with d_w) and 'cosine' vary the
         scale across each range; 'constant' ignores d_w.
         """
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if not _is_count(num_inference_steps) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
-        if not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        _check_scale("guidance_scale", guidance_scale, minimum=-math.inf)  # <= 1 turns CFG off
 
         def steps(prefix: str, start, end) -> tuple[int, int]:
             for name, v in ((f"{prefix}_start", start), (f"{prefix}_end", end)):
-                if not isinstance(v, int) or not 1 <= v <= num_inference_steps:
+                if not _is_count(v) or not 1 <= v <= num_inference_steps:
                     raise ValueError(f"{name} must be a step index in [1, {num_inference_steps}], got {v!r}")
             if start > end:
                 raise ValueError(f"{prefix}_start={start} is after {prefix}_end={end}")

@@ -15,11 +15,15 @@ lam = w_scale * progress**weak_alpha and rho = weak_loss_ratio, the per-sample l
                mean((v - u)^2) + rho * mean((v - mid)^2) below guidance_low (gradient to v and mid);
                mean((v - u)^2) above guidance_high
 
+t must hold noise levels in [0, 1]. With validate=True (the default) a NaN or out-of-range t raises,
+which reads one bool back from t's device (a host sync on a GPU; none on CPU). validate=False skips
+that read for a sync-free training step; a sample whose t is NaN or outside [0, 1] then gets a NaN
+loss (and NaN gradients), so bad noise levels still never give a finite wrong loss.
+
 It computes all of that in one fused op, torch.ops.sgg.w2s_loss (sgg_kernels/w2s_loss.py).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
@@ -34,9 +38,14 @@ OPERANDS = {
 }
 
 
-def _check_option(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
+# The op's coefficients are float32: an option finite in float64 but beyond this would become inf.
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _check_option(name: str, value, low: float = 0.0, high: float = FLOAT32_MAX) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"W2SLoss: {name} must be a number in [{low}, {high}], got {value!r}")
+        raise ValueError(f"W2SLoss: {name} must be a finite number in [{low:g}, {high:.4g}], got {value!r}"
+                         + (" (the op's coefficients are float32)" if high == FLOAT32_MAX else ""))
     return float(value)
 
 
@@ -45,7 +54,7 @@ class W2SLoss(torch.nn.Module):
 
     def __init__(self, weak_type: str = "none", w_scale: float = 0.6, weak_loss_ratio: float = 0.2,
                  guidance_low: float = 0.2, guidance_high: float = 0.8, weak_alpha: float = 0.0,
-                 reduction: str = "mean"):
+                 reduction: str = "mean", validate: bool = True):
         super().__init__()
         if weak_type not in OPERANDS:
             raise ValueError(f"W2SLoss: weak_type must be one of {', '.join(OPERANDS)}, got {weak_type!r}")
@@ -59,10 +68,14 @@ class W2SLoss(torch.nn.Module):
         if self.guidance_low > self.guidance_high:
             raise ValueError(f"W2SLoss: guidance_low ({guidance_low}) must not exceed guidance_high ({guidance_high})")
         self.weak_alpha = _check_option("weak_alpha", weak_alpha)
+        if not isinstance(validate, bool):
+            raise TypeError(f"W2SLoss: validate must be True or False, got {validate!r}")
+        self.validate = validate
 
     def extra_repr(self) -> str:
         return (f"weak_type={self.weak_type!r}, w_scale={self.w_scale}, weak_loss_ratio={self.weak_loss_ratio}, "
-                f"guidance_low={self.guidance_low}, guidance_high={self.guidance_high}, weak_alpha={self.weak_alpha}")
+                f"guidance_low={self.guidance_low}, guidance_high={self.guidance_high}, weak_alpha={self.weak_alpha}, "
+                f"validate={self.validate}")
 
     def strength(self, progress: float = 1.0) -> float:
         """lam = w_scale * progress**weak_alpha, progress = the fraction of training done (0**0 = 1)."""
@@ -77,9 +90,15 @@ class W2SLoss(torch.nn.Module):
         if not isinstance(t, Tensor) or t.shape != (batch,) or not t.is_floating_point() or t.device != device:
             got = f"shape {list(t.shape)}, {t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"W2SLoss(segmented): t must be a floating tensor of shape [{batch}] on {device}, got {got}")
+        valid = (t >= 0) & (t <= 1)  # False for NaN
+        if self.validate and not bool(valid.all()):  # the one host read (see the module docstring)
+            bad = (~valid).nonzero().flatten()
+            raise ValueError(f"W2SLoss(segmented): t must hold noise levels in [0, 1] (t = 1 is noise); {bad.numel()} "
+                             f"of {batch} are not, the first at index {bad[0].item()}: {t[bad[0]].item()}")
         inside = ((t >= self.guidance_low) & (t <= self.guidance_high)).float()
         below = (t < self.guidance_low).float()
-        return torch.stack([lam * inside, rho * below, torch.zeros_like(inside)], dim=1)
+        coefs = torch.stack([lam * inside, rho * below, torch.zeros_like(inside)], dim=1)
+        return torch.where(valid[:, None], coefs, torch.nan)  # unvalidated bad t: a NaN loss, not a wrong one
 
     def forward(self, pred: Tensor, target: Tensor, t: Optional[Tensor] = None, weak: Optional[Tensor] = None,
                 mid: Optional[Tensor] = None, progress: Union[float, int] = 1.0) -> Tensor:

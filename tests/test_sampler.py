@@ -165,6 +165,46 @@ def test_errors_name_the_step_and_the_problem():
         sample(CountingModel(S_DATA), cond, sgg, noise=noise, solver="rk4")
 
 
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(noise=torch.tensor(1.0)), ValueError, r"noise must have a batch dimension \[B, ...\], got a 0-d tensor"),
+    (dict(noise=torch.ones(3, 4, dtype=torch.int32)), TypeError, "noise must be a floating-point Tensor"),
+    (dict(shape=(3, 4), dtype=torch.int32), TypeError, r"dtype must be one of .*float32.*, got torch.int32"),
+    (dict(shape=()), ValueError, r"shape must have a batch dimension \[B, ...\], got \(\)"),
+    (dict(noise=torch.ones(3, 4), num_steps=True), ValueError, "num_steps must be a positive int, got True"),
+    (dict(noise=torch.ones(3, 4), grid="sd3", shift=float("inf")), ValueError, "shift must be a finite number > 0"),
+])
+def test_bad_sample_argument_is_named(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        sample(CountingModel(S_DATA), torch.zeros(3, 4), GuidanceSchedule(), **kwargs)
+
+
+@pytest.mark.parametrize("args,message", [
+    ((4, "sd3", float("inf")), "shift must be a finite number > 0, got inf"),
+    ((4, "sd3", float("nan")), "shift must be a finite number > 0, got nan"),
+    ((4, "sd3", True), "shift must be a finite number > 0, got True"),
+    ((True,), "num_steps must be a positive int, got True"),
+    ((4, 3), "grid kind must be one of"),
+])
+def test_bad_grid_argument_is_named(args, message):
+    with pytest.raises(ValueError, match=message):
+        timestep_grid(*args)
+
+
+def test_check_finite_names_the_guided_update_not_the_next_prediction():
+    """Strengths inside float32 can still overflow x: the step that overflowed is named, with its weights."""
+    cond, null, noise = problem(dtype=torch.float32)
+    schedule = GuidanceSchedule.cfg(3e38)  # lam_cdg * (cond - uncond) leaves float32 at step 1
+    for solver, where in (("euler", "step 1/4"), ("heun", r"step 1/4 \(Heun predictor\)")):
+        with pytest.raises(FloatingPointError, match=rf"{where} \(t=1, cdg\): the guided update made x non-finite "
+                                                     r"from finite predictions; weights \(lam_cdg, lam_cag\) = "
+                                                     r"\(3e\+38, 0\)"):
+            sample(CountingModel(S_DATA), cond, schedule, noise=noise, null_cond=null, num_steps=4, solver=solver,
+                   check_finite=True)
+    with pytest.raises(FloatingPointError, match="noise has non-finite values"):
+        sample(CountingModel(S_DATA), cond, schedule, noise=noise * float("nan"), null_cond=null, num_steps=4,
+               check_finite=True)
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu():
     cond, null, noise = problem(dtype=torch.float32)
@@ -176,4 +216,4 @@ def test_cuda_matches_cpu():
 
 def test_importing_the_package_does_not_import_diffusers():
     code = "import sys, sgg_kernels, sgg_kernels.sampler; assert 'diffusers' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

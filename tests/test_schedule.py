@@ -92,6 +92,10 @@ BAD_SEGMENTS = {
     "negative d_w": (dict(d_w=-1.0), "d_w must be >= 0"),
     "scale below 0": (dict(lam=-2.0), "extrapolates past the weak prediction"),
     "fractional step": (dict(unit="step", lo=1.5, hi=3), "whole steps"),
+    # Strengths are float32 in the ops: finite in float64 is not enough.
+    "strength beyond float32": (dict(lam=1e39), r"Segment.lam=1e\+39 is beyond float32"),
+    "shaped peak beyond float32": (dict(lam=3e38, shape="linear", d_w=1e38), r"lam \+ d_w = 4e\+38 is beyond float32"),
+    "boolean strength": (dict(lam=True), "Segment.lam must be a real number, got True"),
 }
 
 
@@ -109,6 +113,8 @@ def test_bad_segment_is_refused(case):
     (dict(cfg_schedule="exp"), "cfg_schedule must be one of"),
     (dict(slg_schedule="linear", slg_d_w=float("inf")), "slg_d_w must be"),
     (dict(num_inference_steps=0), "num_inference_steps"),
+    (dict(num_inference_steps=True), "num_inference_steps must be a positive int, got True"),
+    (dict(cfg_guidance_start=True), r"cfg_guidance_start must be a step index in \[1, 28\], got True"),
 ])
 def test_bad_sd3_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -132,7 +138,34 @@ def test_bad_timesteps_are_refused(bad, message):
 @pytest.mark.parametrize("name,call", [
     ("scale", lambda: GuidanceSchedule.cfg(float("inf"))), ("w", lambda: GuidanceSchedule.autoguidance(-0.5)),
     ("cfg_scale", lambda: GuidanceSchedule.sgg(-1.0, 2.0, 0.5)), ("boundary", lambda: GuidanceSchedule.sgg(2, 2, 1.5)),
+    ("scale", lambda: GuidanceSchedule.cfg(1e39)), ("w", lambda: GuidanceSchedule.autoguidance(1e39)),
+    ("cag_scale", lambda: GuidanceSchedule.sgg(2.0, 1e39, 0.5)),
+    ("guidance_scale", lambda: GuidanceSchedule.from_sd3_args(guidance_scale=1e39)),
 ])
 def test_bad_constructor_argument_is_named(name, call):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_overlapping_segments_whose_sum_leaves_float32_are_refused():
+    big = Segment("cdg", 3e38, 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"at step 2 \(t=0.5\) the overlapping cdg segments sum to lam_cdg = 6e\+38, "
+                                         r"beyond float32.*lam=3e\+38, lo=0.0, hi=1.0.*lam=3e\+38, lo=0.0, hi=0.5"):
+        GuidanceSchedule((big, Segment("cdg", 3e38, 0.0, 0.5))).weights([1.0, 0.5])
+    # The same strengths on separate columns, or in disjoint intervals, stay in range and are kept.
+    both_kinds = GuidanceSchedule((big, Segment("cag", 3e38, 0.0, 1.0))).weights([1.0, 0.5])
+    assert torch.equal(both_kinds, torch.full((2, 2), 3e38))
+    disjoint = GuidanceSchedule((Segment("cdg", 3e38, 0.5, 1.0), Segment("cdg", 3e38, 0.0, 0.5)))
+    assert torch.equal(disjoint.weights([1.0, 0.5])[:, 0], torch.full((2,), 3e38))
+
+
+@pytest.mark.parametrize("segments", ["abc", Segment("cdg", 1.0, 0.0, 1.0), (Segment("cdg", 1.0, 0.0, 1.0), 2.0)])
+def test_schedule_of_something_other_than_segments_is_refused(segments):
+    with pytest.raises(TypeError, match="GuidanceSchedule.segments must be a tuple of Segment"):
+        GuidanceSchedule(segments)
+
+
+def test_schedule_from_a_list_of_segments_equals_the_tuple_form():
+    seg = Segment("cag", 1.0, 0.0, 1.0)
+    from_list = GuidanceSchedule([seg])
+    assert from_list == GuidanceSchedule((seg,)) and hash(from_list) == hash(GuidanceSchedule((seg,)))
