@@ -166,7 +166,8 @@ class GuidanceSchedule:
         """The paper's SD3/SD3.5 setting: CFG 4.5 on steps 1..N//2, skip-layer guidance 3.0 on N//2+1..N
         (1..14 and 15..28 at 28 steps), in `from_sd3_args`'s arguments."""
         if not isinstance(num_inference_steps, int) or num_inference_steps < 2:
-            raise ValueError(f"num_inference_steps must be an int >= 2 (one step per segment), got {num_inference_steps!r}")
+            raise ValueError("num_inference_steps must be an int >= 2 (one step per segment), "
+                             f"got {num_inference_steps!r}")
         half = num_inference_steps // 2
         return cls.from_sd3_args(num_inference_steps, guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=half,
                                  use_segmented_guidance=True, skip_layer_guidance_scale=3.0,

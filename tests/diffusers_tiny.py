@@ -76,7 +76,8 @@ def reference_sgg(transformer, scheduler_config, num_steps, latents, embeds, **g
     both_pooled = torch.cat([embeds["negative_pooled_prompt_embeds"], pooled])
     cfg = a["guidance_scale"] > 1
     for i, t in enumerate(scheduler.timesteps):
-        in_slg = a["use_segmented_guidance"] and a["skip_layer_guidance_start"] - 1 <= i <= a["skip_layer_guidance_end"] - 1
+        start, end = a["skip_layer_guidance_start"], a["skip_layer_guidance_end"]
+        in_slg = a["use_segmented_guidance"] and start - 1 <= i <= end - 1
         slg = official_scale(i, a["skip_layer_guidance_scale"], a["skip_layer_guidance_start"],
                              a["skip_layer_guidance_end"], a["slg_schedule"], a["slg_d_w"])
         if cfg:

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 diffusers = pytest.importorskip("diffusers")
-from diffusers import (FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel,  # noqa: E402
-                       UniPCMultistepScheduler, WanTransformer3DModel)
+from diffusers import (Flux2Transformer2DModel, FlowMatchEulerDiscreteScheduler,  # noqa: E402
+                       FluxTransformer2DModel, QwenImageTransformer2DModel, UniPCMultistepScheduler,
+                       WanTransformer3DModel)
 from diffusers.guiders import AutoGuidance, SkipLayerGuidance  # noqa: E402
 from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput  # noqa: E402
 from diffusers.hooks import LayerSkipConfig  # noqa: E402
@@ -23,7 +24,7 @@ from diffusers_tiny import (SIZE, CountSamples, initial_latents, reference_sgg, 
 
 from sgg_kernels import GuidanceSchedule  # noqa: E402
 from sgg_kernels.integrations.diffusers_guider import SGGGuider  # noqa: E402
-from sgg_kernels.integrations.weak_pass import is_armed  # noqa: E402
+from sgg_kernels.integrations.weak_pass import arm_weak_pass, is_armed  # noqa: E402
 
 PAPER = dict(guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=14, use_segmented_guidance=True,
              skip_guidance_layers=[7, 8, 9], skip_layer_guidance_scale=3.0, skip_layer_guidance_start=15,
@@ -155,7 +156,8 @@ def tiny_wan():
 
 def run_wan(guider, transformer, steps=8):
     g = torch.Generator().manual_seed(1)
-    embeds = dict(prompt_embeds=torch.randn(1, 5, 16, generator=g), negative_prompt_embeds=torch.randn(1, 5, 16, generator=g))
+    embeds = dict(prompt_embeds=torch.randn(1, 5, 16, generator=g),
+                  negative_prompt_embeds=torch.randn(1, 5, 16, generator=g))
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     pipe = modular(WanCoreDenoiseStep(), transformer=transformer, scheduler=scheduler, guider=guider)
     return pipe(**embeds, latents=torch.randn(1, 4, 2, 4, 4, generator=g), num_inference_steps=steps, output="latents")
@@ -190,7 +192,8 @@ def run_qwen(guider, transformer, steps=6):
     mask = torch.ones(1, 5, dtype=torch.long)
     pipe = modular(QwenImageCoreDenoiseStep(), transformer=transformer, guider=guider,
                    scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
-    return pipe(prompt_embeds=torch.randn(1, 5, 16, generator=g), negative_prompt_embeds=torch.randn(1, 5, 16, generator=g),
+    return pipe(prompt_embeds=torch.randn(1, 5, 16, generator=g),
+                negative_prompt_embeds=torch.randn(1, 5, 16, generator=g),
                 prompt_embeds_mask=mask, negative_prompt_embeds_mask=mask, num_inference_steps=steps, height=32,
                 width=32, generator=g, output="latents")
 
@@ -222,6 +225,56 @@ def test_weak_model_that_raises_leaves_no_hook():
     assert_no_hooks(strong)
 
 
+# Double-stream blocks of the other families: a skipped block passes its inputs through, in order.
+def double_stream_case(family):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(1, 5, 16, generator=g)
+    if family == "flux":
+        model = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=3, num_single_layers=1,
+                                       attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                       pooled_projection_dim=16, axes_dims_rope=(2, 2, 4))
+        inputs = dict(hidden_states=torch.randn(1, 4, 4, generator=g), encoder_hidden_states=text,
+                      pooled_projections=torch.randn(1, 16, generator=g), img_ids=torch.zeros(4, 3),
+                      txt_ids=torch.zeros(5, 3))
+    elif family == "flux2":
+        model = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=3, num_single_layers=1,
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                        axes_dims_rope=(2, 2, 2, 2))
+        inputs = dict(hidden_states=torch.randn(1, 4, 4, generator=g), encoder_hidden_states=text,
+                      img_ids=torch.zeros(1, 4, 4), txt_ids=torch.zeros(1, 5, 4))
+    else:
+        model = tiny_qwen(3, seed=0)
+        inputs = dict(hidden_states=torch.randn(1, 4, 16, generator=g), encoder_hidden_states=text,
+                      encoder_hidden_states_mask=torch.ones(1, 5, dtype=torch.long), img_shapes=[(1, 2, 2)])
+    return model.eval(), dict(inputs, timestep=torch.tensor([0.5]), return_dict=False)
+
+
+@pytest.mark.parametrize("family", ["flux", "flux2", "qwenimage"])
+@torch.no_grad()
+def test_skipped_double_stream_block_equals_the_network_without_it(family):
+    model, inputs = double_stream_case(family)
+    expected = without_blocks(model, [1], "transformer_blocks")(**inputs)[0]
+    full = model(**inputs)[0]
+    arm_weak_pass(model, skip_layers=[1])
+    torch.testing.assert_close(model(**inputs)[0], expected, rtol=0, atol=0)
+    assert not torch.allclose(full, expected)  # the block matters, so the skip is seen
+    assert_no_hooks(model)
+
+
+def test_a_weak_pass_whose_call_never_came_is_removed_at_the_next_step():
+    wan = tiny_wan()
+    guider = SGGGuider(GuidanceSchedule.autoguidance(2.0), skip_layers=[1])
+    guider.set_state(step=0, num_inference_steps=4, timestep=torch.tensor(900.0))
+    batches = guider.prepare_inputs({"x": torch.zeros(1)})
+    assert [b.__guidance_identifier__ for b in batches] == ["pred_cond", "pred_weak"]
+    guider.prepare_models(wan)
+    guider.prepare_models(wan)  # the weak pass is armed; say the pipeline fails before calling the model
+    assert is_armed(wan)
+    guider.set_state(step=1, num_inference_steps=4, timestep=torch.tensor(700.0))
+    assert_no_hooks(wan)
+
+
 # Config round trip and bad settings.
 def test_save_and_load_keep_the_schedule(tmp_path):
     schedule = GuidanceSchedule.sgg(4.5, 2.0, 0.7) + GuidanceSchedule.from_sd3_args(
@@ -232,6 +285,7 @@ def test_save_and_load_keep_the_schedule(tmp_path):
     weak = nn.Identity()
     SGGGuider(schedule, weak_model=weak).save_pretrained(tmp_path / "weak")
     assert SGGGuider.from_pretrained(tmp_path / "weak", weak_model=weak).weak_model is weak
+    assert SGGGuider(schedule, weak_model=weak).new().weak_model is weak  # diffusers' copy keeps it too
     with pytest.raises(ValueError, match="needs skip_layers .* or weak_model"):
         SGGGuider.from_pretrained(tmp_path / "weak")  # the weak model is not in the config
 
@@ -260,7 +314,8 @@ def test_bad_settings_raise_before_the_first_evaluation(sd3):
 # The built-in guiders on SGG's settings (pinned, so the README's table stays true).
 def test_builtin_skip_layer_guidance_with_cfg_off_computes_cfg_on_the_negative_inputs(sd3):
     slg = SkipLayerGuidance(guidance_scale=1.0, skip_layer_guidance_scale=2.8, skip_layer_guidance_start=0.0,
-                            skip_layer_guidance_stop=1.0, skip_layer_config=LayerSkipConfig([8], fqn="transformer_blocks"))
+                            skip_layer_guidance_stop=1.0,
+                            skip_layer_config=LayerSkipConfig([8], fqn="transformer_blocks"))
     slg.set_state(step=5, num_inference_steps=10, timestep=torch.tensor(500.0))
     cond, neg = torch.randn(2, 3), torch.randn(2, 3)
     batches = slg.prepare_inputs({"x": (cond, neg)})

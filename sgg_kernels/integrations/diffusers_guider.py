@@ -24,6 +24,7 @@ with step segments only never read it.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -74,7 +75,7 @@ class SGGGuider(BaseGuidance):
         self.num_train_timesteps = num_train_timesteps
         self._reads_t = any(seg.unit == "t" for seg in schedule.segments)
         self._fits: Optional[int] = None           # the run length the schedule was checked against
-        self._checked: set[int] = set()            # ids of denoisers whose skip_layers were checked
+        self._checked = weakref.WeakSet()          # denoisers whose skip_layers were checked
         self._lams = (0.0, 0.0)
         self._on_device: dict[tuple, Tensor] = {}
         self._armed: Optional[nn.Module] = None
@@ -146,9 +147,9 @@ class SGGGuider(BaseGuidance):
 
     # The weak pass: armed for the denoiser's next call, removed after it in any case.
     def prepare_models(self, denoiser: nn.Module) -> None:
-        if self.skip_layers is not None and id(denoiser) not in self._checked:
+        if self.skip_layers is not None and denoiser not in self._checked:
             check_skip_layers(denoiser, self.skip_layers)
-            self._checked.add(id(denoiser))
+            self._checked.add(denoiser)
         self._count_prepared += 1
         passes = self._passes()
         if self._count_prepared > len(passes):
@@ -182,6 +183,10 @@ class SGGGuider(BaseGuidance):
 
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "lam_cdg": self._lams[0], "lam_cag": self._lams[1], "passes": self._passes()}
+
+    def new(self, **kwargs) -> "SGGGuider":
+        """A copy with the same config (and weak model), updated by `kwargs`."""
+        return self.__class__.from_config(self.config, **{"weak_model": self.weak_model, **kwargs})
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None, return_unused_kwargs=False,
