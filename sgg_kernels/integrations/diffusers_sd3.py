@@ -91,8 +91,8 @@ def official_sd3_schedule(
 
     Step k (1-indexed) gets CFG when guidance_scale > 1 and cfg_guidance_start <= k <= cfg_guidance_end,
     and skip-layer guidance when use_segmented_guidance, skip-layer blocks are given and k lies in its
-    range; ends past the last step (the default 28 at any step count) or starts before 1 simply never
-    match. A 'linear' scale goes from scale + d_w to scale - d_w over the *nominal* range, so at 10
+    range; the parts of a range outside the run (the default end 28 at fewer steps, a start below
+    1) simply never match. A 'linear' scale goes from scale + d_w to scale - d_w over the *nominal* range, so at 10
     steps with the default end 28 only its first 10 values are used. As in the official code, a
     schedule other than 'linear', or d_w <= 0, is constant ('cosine' is this package's addition and
     needs a range inside the run). Without skip-layer blocks the official pipeline skips the
@@ -154,7 +154,8 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
       ``cfg_guidance_end=28`` and ``skip_layer_guidance_end=28`` mean "to the end" at 28 steps or fewer,
       but stop at step 28 of a 50-step run; a 'linear' scale ramps over the nominal range;
     - skip-layer guidance (scale 2.8 on steps 1..28 by default) needs both ``use_segmented_guidance=True``
-      and ``skip_guidance_layers`` (SD3.5-Medium: [7, 8, 9]); without the blocks it is silently off.
+      and ``skip_guidance_layers`` (SD3.5-Medium: [7, 8, 9]); without the blocks it is off (and a
+      warning says so) while CFG is on, and an error while CFG is off (the official code fails there).
 
     The paper's setting is one argument: ``guidance_schedule=GuidanceSchedule.sd3_paper(28)`` with
     ``skip_guidance_layers=[7, 8, 9]`` (CFG 4.5 on 1..14, skip-layer guidance 3.0 on 15..28).
@@ -218,8 +219,8 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
             given_embeds = (prompt_embeds_in, negative_prompt_embeds_in, pooled_prompt_embeds_in,
                             negative_pooled_prompt_embeds_in)
             prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
-                e.repeat_interleave(num_images_per_prompt, dim=0) if given is not None else e
-                for e, given in zip((prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
+                e.repeat_interleave(num_images_per_prompt, dim=0) if passed is not None else e
+                for e, passed in zip((prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
                                      negative_pooled_prompt_embeds), given_embeds))
         given = latents
         latents = self.prepare_latents(prompt_embeds.shape[0], self.transformer.config.in_channels, height, width,
