@@ -179,6 +179,18 @@ def test_wan_skip_layers_equal_reference_loop():
     assert_no_hooks(wan)
 
 
+def test_wan_hooks_are_removed_when_the_weak_pass_raises():
+    wan = tiny_wan()
+
+    def fail_while_skipping(module, args):  # block 0 runs in every pass; fail in the weak one
+        if "forward" in wan.blocks[1].__dict__:
+            raise RuntimeError("boom in the weak pass")
+    wan.blocks[0].register_forward_pre_hook(fail_while_skipping)
+    with pytest.raises(RuntimeError, match="boom in the weak pass"):
+        run_wan(SGGGuider(GuidanceSchedule.autoguidance(2.0), skip_layers=[1]), wan, steps=2)
+    assert_no_hooks(wan)
+
+
 # QwenImage: a separate weak model (true AutoGuidance), step segments that overlap.
 def tiny_qwen(layers, seed):
     torch.manual_seed(seed)
