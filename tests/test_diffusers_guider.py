@@ -324,21 +324,32 @@ def test_bad_settings_raise_before_the_first_evaluation(sd3):
 
 
 # The built-in guiders on SGG's settings (pinned, so the README's table stays true).
-def test_builtin_skip_layer_guidance_with_cfg_off_computes_cfg_on_the_negative_inputs(sd3):
-    slg = SkipLayerGuidance(guidance_scale=1.0, skip_layer_guidance_scale=2.8, skip_layer_guidance_start=0.0,
+def builtin_slg_passes(guidance_scale, transformer):
+    """One step of SkipLayerGuidance: the guider, its batches for inputs (cond, negative), the negative
+    input, and whether each pass had diffusers hooks on any submodule of the transformer."""
+    slg = SkipLayerGuidance(guidance_scale=guidance_scale, skip_layer_guidance_scale=2.8, skip_layer_guidance_start=0.0,
                             skip_layer_guidance_stop=1.0,
                             skip_layer_config=LayerSkipConfig([8], fqn="transformer_blocks"))
     slg.set_state(step=5, num_inference_steps=10, timestep=torch.tensor(500.0))
-    cond, neg = torch.randn(2, 3), torch.randn(2, 3)
-    batches = slg.prepare_inputs({"x": (cond, neg)})
-    assert [b.__guidance_identifier__ for b in batches] == ["pred_cond", "pred_cond_skip"]
-    assert batches[1].x is neg  # the "skip" pass gets the negative inputs ...
+    negative = torch.randn(2, 3)
+    batches = slg.prepare_inputs({"x": (torch.randn(2, 3), negative)})
+    hooked = []
     for _ in batches:
-        slg.prepare_models(sd3.transformer)
-        hooked = getattr(sd3.transformer, "_diffusers_hook", None)
-        slg.cleanup_models(sd3.transformer)
-    assert hooked is None or not hooked.hooks  # ... and no layer is skipped: it is CFG at the SLG scale
-    v_c, v_u = torch.randn(2, 3), torch.randn(2, 3)
+        slg.prepare_models(transformer)
+        hooked.append(any(getattr(m, "_diffusers_hook", None) is not None and bool(m._diffusers_hook.hooks)
+                          for m in transformer.modules()))
+        slg.cleanup_models(transformer)
+    return slg, batches, negative, hooked
+
+
+def test_builtin_skip_layer_guidance_with_cfg_off_computes_cfg_on_the_negative_inputs(sd3):
+    hooked = builtin_slg_passes(4.5, sd3.transformer)[-1]  # CFG on: the third pass skips block 8
+    assert hooked == [False, False, True]
+    slg, batches, negative, hooked = builtin_slg_passes(1.0, sd3.transformer)  # CFG off (SGG's low-noise segment)
+    assert [b.__guidance_identifier__ for b in batches] == ["pred_cond", "pred_cond_skip"]
+    # the "skip" pass runs on the negative inputs with no layer skipped ...
+    assert batches[1].x is negative and hooked == [False, False]
+    v_c, v_u = torch.randn(2, 3), torch.randn(2, 3)  # ... so it is CFG at the skip-layer scale
     torch.testing.assert_close(slg.forward(v_c, None, v_u).pred, v_u + 2.8 * (v_c - v_u))
 
 
