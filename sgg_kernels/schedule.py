@@ -185,6 +185,34 @@ class GuidanceSchedule:
         needed = self.weights(timesteps) != 0
         return EvaluationPlan(tuple(needed[:, 0].tolist()), tuple(needed[:, 1].tolist()))
 
+    # Plain-dict form, for configs (JSON): {"segments": [{"kind": ..., "lam": ..., ...}, ...]}.
+    def to_dict(self) -> dict:
+        """This schedule as plain JSON-ready data; `from_dict` inverts it."""
+        return {"segments": [dict(vars(seg)) for seg in self.segments]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GuidanceSchedule":
+        """The schedule that `to_dict` gave; each segment is checked as when built directly."""
+        if not isinstance(data, dict) or not isinstance(data.get("segments"), (list, tuple)):
+            raise ValueError(f"a schedule dict needs a 'segments' list, got {data!r}")
+        fields = set(Segment.__dataclass_fields__)
+        for seg in data["segments"]:
+            if not isinstance(seg, dict) or not set(seg) <= fields:
+                raise ValueError(f"each segment must be a dict with keys from {sorted(fields)}, got {seg!r}")
+        return cls(tuple(Segment(**seg) for seg in data["segments"]))
+
+    @classmethod
+    def sd3_paper(cls, num_inference_steps: int = 28) -> "GuidanceSchedule":
+        """The paper's SD3/SD3.5 setting: CFG 4.5 on steps 1..N//2, skip-layer guidance 3.0 on N//2+1..N
+        (1..14 and 15..28 at 28 steps), in `from_sd3_args`'s arguments."""
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 2:
+            raise ValueError("num_inference_steps must be an int >= 2 (one step per segment), "
+                             f"got {num_inference_steps!r}")
+        half = num_inference_steps // 2
+        return cls.from_sd3_args(num_inference_steps, guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=half,
+                                 use_segmented_guidance=True, skip_layer_guidance_scale=3.0,
+                                 skip_layer_guidance_start=half + 1, skip_layer_guidance_end=num_inference_steps)
+
     # Constructors, each in its community's own scale (see the module docstring).
     @classmethod
     def cfg(cls, scale: float) -> "GuidanceSchedule":

@@ -1,5 +1,9 @@
 """Drop-in integrations with other libraries; each is an optional extra, imported only on request.
 
-- ``sgg_kernels.integrations.diffusers_sd3`` (``pip install .[diffusers]``): SGG for diffusers'
-  StableDiffusion3Pipeline, and a guided Euler step for other flow-matching denoising loops.
+- ``sgg_kernels.integrations.diffusers_guider`` (``pip install .[diffusers]``): ``SGGGuider``, SGG for
+  every diffusers modular pipeline that takes a ``guider``; its weak pass is skip-layer hooks
+  (``weak_pass``) or a separate weak model.
+- ``sgg_kernels.integrations.diffusers_sd3`` (``pip install .[diffusers]``): a drop-in for the official
+  SGG SD3/SD3.5 pipeline on diffusers' StableDiffusion3Pipeline, and a guided Euler step for other
+  flow-matching denoising loops.
 """

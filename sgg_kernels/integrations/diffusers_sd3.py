@@ -3,8 +3,8 @@
 Needs the ``diffusers`` extra (``pip install .[diffusers]``); ``import sgg_kernels`` never imports it.
 
 - :class:`StableDiffusion3SGGPipeline` is diffusers' ``StableDiffusion3Pipeline`` (SD3 and SD3.5) with
-  the official SGG pipeline's arguments. The weak model is the pipe's own transformer with
-  ``skip_layers`` (blocks 7, 8, 9 by default). Each step runs only the passes its weights use and
+  the official SGG pipeline's arguments and defaults. The weak model is the pipe's own transformer
+  with ``skip_guidance_layers`` skipped. Each step runs only the passes its weights use and
   combines them with the scheduler's Euler step in one ``torch.ops.sgg.guided_step_`` pass.
 - :class:`FlowMatchGuidedStep` replaces "guidance + ``scheduler.step``" in any denoising loop that
   runs ``FlowMatchEulerDiscreteScheduler`` deterministically (no ``stochastic_sampling``, no
@@ -20,11 +20,12 @@ from torch import Tensor
 from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusion3PipelineOutput
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
+from diffusers.utils import logging
 
 from ..sampler import GuidanceTables
-from ..schedule import GuidanceSchedule
+from ..schedule import SHAPES, GuidanceSchedule, Segment
 
-DEFAULT_SKIP_GUIDANCE_LAYERS = (7, 8, 9)  # SD3.5-Medium's skip-layer guidance blocks (official code)
+logger = logging.get_logger(__name__)
 
 
 class FlowMatchGuidedStep:
@@ -79,22 +80,89 @@ class FlowMatchGuidedStep:
         return torch.ops.sgg.guided_step(latents, *args)
 
 
-def _halves(n: int) -> tuple[int, int, int]:
-    """(cfg_end, slg_start, slg_end) of the paper's split for n steps: CFG on 1..n//2, skip-layer
-    guidance on n//2+1..n (14 / 15 at 28 steps)."""
-    return max(n // 2, 1), min(n // 2 + 1, n), n
+def official_sd3_schedule(
+    num_inference_steps: int, guidance_scale: float = 7.0, cfg_guidance_start: int = 1, cfg_guidance_end: int = 28,
+    use_segmented_guidance: bool = False, skip_layer_guidance_scale: float = 2.8, skip_layer_guidance_start: int = 1,
+    skip_layer_guidance_end: int = 28, cfg_schedule: str = "constant", cfg_d_w: float = 0.0,
+    slg_schedule: str = "constant", slg_d_w: float = 0.0, has_skip_layers: bool = True,
+) -> GuidanceSchedule:
+    """The official SD3 SGG pipeline's per-step rule, with its defaults and its tolerance of ranges
+    that run past the run (`GuidanceSchedule.from_sd3_args` is the strict form).
+
+    Step k (1-indexed) gets CFG when guidance_scale > 1 and cfg_guidance_start <= k <= cfg_guidance_end,
+    and skip-layer guidance when use_segmented_guidance, skip-layer blocks are given and k lies in its
+    range; the parts of a range outside the run (the default end 28 at fewer steps, a start below
+    1) simply never match. A 'linear' scale goes from scale + d_w to scale - d_w over the *nominal* range, so at 10
+    steps with the default end 28 only its first 10 values are used. As in the official code, a
+    schedule other than 'linear', or d_w <= 0, is constant ('cosine' is this package's addition and
+    needs a range inside the run). Without skip-layer blocks the official pipeline skips the
+    skip-layer term when CFG is on and fails when it is off; here the latter raises a ValueError.
+    """
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
+
+    def segment(kind, prefix, scale, start, end, schedule, d_w) -> list[Segment]:
+        for name, v in ((f"{prefix}_start", start), (f"{prefix}_end", end)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{name} must be an int step index (1-indexed), got {v!r}")
+        if schedule not in SHAPES:
+            raise ValueError(f"{'cfg' if kind == 'cdg' else 'slg'}_schedule must be one of {SHAPES}, got {schedule!r}")
+        offset = 1.0 if kind == "cdg" else 0.0  # CFG's lam is scale - 1; the SD3 SLG term's lam is its scale
+        if schedule == "cosine" and d_w > 0:   # not affine: no re-expression on a clipped range
+            return [Segment(kind, scale - offset, start, end, "step", "cosine", d_w)]
+        lo, hi = max(start, 1), min(end, num_inference_steps)
+        if lo > hi:
+            return []
+        if schedule != "linear" or d_w <= 0:
+            return [Segment(kind, scale - offset, lo, hi, "step")]
+        # The official ramp is affine in the step, so on [lo, hi] it is the same ramp re-centred.
+        at = [scale + d_w * (1 - 2 * ((k - start) / (end - start) if end > start else 0.0)) for k in (lo, hi)]
+        if hi == lo:
+            return [Segment(kind, at[0] - offset, lo, hi, "step")]
+        return [Segment(kind, (at[0] + at[1]) / 2 - offset, lo, hi, "step", "linear", (at[0] - at[1]) / 2)]
+
+    segments = []
+    if guidance_scale > 1:
+        segments += segment("cdg", "cfg_guidance", guidance_scale, cfg_guidance_start, cfg_guidance_end,
+                            cfg_schedule, cfg_d_w)
+    if use_segmented_guidance:
+        slg = segment("cag", "skip_layer_guidance", skip_layer_guidance_scale, skip_layer_guidance_start,
+                      skip_layer_guidance_end, slg_schedule, slg_d_w)
+        if has_skip_layers:
+            segments += slg
+        elif slg and guidance_scale > 1:
+            logger.warning("use_segmented_guidance=True without skip_guidance_layers adds no skip-layer guidance "
+                           "(as in the official pipeline); pass e.g. skip_guidance_layers=[7, 8, 9]")
+        elif slg:
+            raise ValueError("use_segmented_guidance with guidance_scale <= 1 needs skip_guidance_layers "
+                             "(the official pipeline fails here); pass e.g. skip_guidance_layers=[7, 8, 9]")
+    return GuidanceSchedule(tuple(segments))
 
 
 class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
     """StableDiffusion3Pipeline with weak-to-strong segmented guidance (SGG).
 
     Build it from a loaded pipe with ``StableDiffusion3SGGPipeline(**pipe.components)`` (the same
-    modules; ``from_pipe`` would cast them to float32 unless given ``torch_dtype``). Arguments are
-    the official SGG pipeline's; step indices are 1-indexed and inclusive. Unset ranges follow the
-    paper's split: CFG on steps 1..N//2, skip-layer guidance on N//2+1..N.
-    ``guidance_schedule`` replaces all the guidance arguments with any GuidanceSchedule (its
-    'cag' segments use the skip-layer pass). IP-Adapter inputs are not supported, and
-    ``callback_on_step_end`` receives ``latents`` only.
+    modules; ``from_pipe`` would cast them to float32 unless given ``torch_dtype``).
+
+    Arguments and defaults are the official SGG pipeline's (``sd3/sd3_pipeline.py``), and every call it
+    accepts gives its latents (`official_sd3_schedule` has the rule). Its quirks, kept:
+
+    - the defaults are plain CFG: ``guidance_scale=7.0`` on steps 1..28, ``use_segmented_guidance=False``,
+      ``skip_guidance_layers=None``; so ``pipe(prompt)`` equals diffusers' StableDiffusion3Pipeline;
+    - step ranges are 1-indexed and inclusive, and ends past the run are accepted: the default
+      ``cfg_guidance_end=28`` and ``skip_layer_guidance_end=28`` mean "to the end" at 28 steps or fewer,
+      but stop at step 28 of a 50-step run; a 'linear' scale ramps over the nominal range;
+    - skip-layer guidance (scale 2.8 on steps 1..28 by default) needs both ``use_segmented_guidance=True``
+      and ``skip_guidance_layers`` (SD3.5-Medium: [7, 8, 9]); without the blocks it is off (and a
+      warning says so) while CFG is on, and an error while CFG is off (the official code fails there).
+
+    The paper's setting is one argument: ``guidance_schedule=GuidanceSchedule.sd3_paper(28)`` with
+    ``skip_guidance_layers=[7, 8, 9]`` (CFG 4.5 on 1..14, skip-layer guidance 3.0 on 15..28).
+    ``guidance_schedule`` replaces all the guidance arguments with any GuidanceSchedule (its 'cag'
+    segments use the skip-layer pass). With precomputed embeddings, ``num_images_per_prompt`` repeats
+    each prompt's embeddings as diffusers does for prompts it encodes. IP-Adapter inputs are not
+    supported, and ``callback_on_step_end`` receives ``latents`` only.
     """
 
     _callback_tensor_inputs = ["latents"]
@@ -102,10 +170,10 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
     @torch.no_grad()
     def __call__(
         self, prompt=None, prompt_2=None, prompt_3=None, height: Optional[int] = None, width: Optional[int] = None,
-        num_inference_steps: int = 28, sigmas: Optional[Sequence[float]] = None, guidance_scale: float = 4.5,
-        cfg_guidance_start: int = 1, cfg_guidance_end: Optional[int] = None, use_segmented_guidance: bool = True,
-        skip_guidance_layers: Sequence[int] = DEFAULT_SKIP_GUIDANCE_LAYERS, skip_layer_guidance_scale: float = 3.0,
-        skip_layer_guidance_start: Optional[int] = None, skip_layer_guidance_end: Optional[int] = None,
+        num_inference_steps: int = 28, sigmas: Optional[Sequence[float]] = None, guidance_scale: float = 7.0,
+        cfg_guidance_start: int = 1, cfg_guidance_end: int = 28, use_segmented_guidance: bool = False,
+        skip_guidance_layers: Optional[Sequence[int]] = None, skip_layer_guidance_scale: float = 2.8,
+        skip_layer_guidance_start: int = 1, skip_layer_guidance_end: int = 28,
         cfg_schedule: str = "constant", cfg_d_w: float = 0.0, slg_schedule: str = "constant", slg_d_w: float = 0.0,
         guidance_schedule: Optional[GuidanceSchedule] = None, negative_prompt=None, negative_prompt_2=None,
         negative_prompt_3=None, num_images_per_prompt: int = 1, generator=None, latents: Optional[Tensor] = None,
@@ -127,17 +195,18 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                           max_sequence_length=max_sequence_length)
         num_steps = len(sigmas) if sigmas is not None else num_inference_steps
         if guidance_schedule is None:
-            cfg_end, slg_start, slg_end = (given if given is not None else default for given, default in zip(
-                (cfg_guidance_end, skip_layer_guidance_start, skip_layer_guidance_end), _halves(num_steps)))
-            guidance_schedule = GuidanceSchedule.from_sd3_args(
-                num_steps, guidance_scale, cfg_guidance_start, cfg_end, use_segmented_guidance,
-                skip_layer_guidance_scale, slg_start, slg_end, cfg_schedule, cfg_d_w, slg_schedule, slg_d_w)
+            guidance_schedule = official_sd3_schedule(
+                num_steps, guidance_scale, cfg_guidance_start, cfg_guidance_end, use_segmented_guidance,
+                skip_layer_guidance_scale, skip_layer_guidance_start, skip_layer_guidance_end, cfg_schedule, cfg_d_w,
+                slg_schedule, slg_d_w, has_skip_layers=skip_guidance_layers is not None)
         self._check_skip_layers(skip_guidance_layers, guidance_schedule)
         self._guidance_scale, self._clip_skip = guidance_scale, clip_skip
         self._joint_attention_kwargs, self._interrupt = joint_attention_kwargs, False
         device = self._execution_device
         uses_uncond = any(seg.kind == "cdg" for seg in guidance_schedule.segments)
         lora_scale = (joint_attention_kwargs or {}).get("scale")
+        prompt_embeds_in, negative_prompt_embeds_in = prompt_embeds, negative_prompt_embeds
+        pooled_prompt_embeds_in, negative_pooled_prompt_embeds_in = pooled_prompt_embeds, negative_pooled_prompt_embeds
         prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = \
             self.encode_prompt(prompt, prompt_2, prompt_3, negative_prompt=negative_prompt,
                                negative_prompt_2=negative_prompt_2, negative_prompt_3=negative_prompt_3,
@@ -146,6 +215,13 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds, device=device,
                                clip_skip=clip_skip, num_images_per_prompt=num_images_per_prompt,
                                max_sequence_length=max_sequence_length, lora_scale=lora_scale)
+        if num_images_per_prompt > 1:  # encode_prompt repeats what it encodes, not what it was given
+            given_embeds = (prompt_embeds_in, negative_prompt_embeds_in, pooled_prompt_embeds_in,
+                            negative_pooled_prompt_embeds_in)
+            prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = (
+                e.repeat_interleave(num_images_per_prompt, dim=0) if passed is not None else e
+                for e, passed in zip((prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
+                                     negative_pooled_prompt_embeds), given_embeds))
         given = latents
         latents = self.prepare_latents(prompt_embeds.shape[0], self.transformer.config.in_channels, height, width,
                                        prompt_embeds.dtype, device, generator, latents)
@@ -205,7 +281,7 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
         return retrieve_timesteps(self.scheduler, num_inference_steps, device,
                                   sigmas=sigmas, **kwargs)[0]
 
-    def _check_skip_layers(self, skip_layers: Sequence[int], schedule: GuidanceSchedule) -> None:
+    def _check_skip_layers(self, skip_layers: Optional[Sequence[int]], schedule: GuidanceSchedule) -> None:
         if not any(seg.kind == "cag" for seg in schedule.segments):
             return
         blocks = len(self.transformer.transformer_blocks)
