@@ -14,6 +14,10 @@ import torch
 from torch import Tensor
 
 
+# The dtypes every op accepts (the library's checks, csrc/checks.cpp, enforce the same list).
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the kernels compute in: float64 for float64 inputs, float32 otherwise."""
     return torch.float64 if dtype == torch.float64 else torch.float32

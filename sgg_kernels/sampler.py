@@ -22,8 +22,7 @@ from torch import Tensor
 from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
-from . import ops as _ops  # noqa: F401  (registers torch.ops.sgg.*)
-from ._checks import SUPPORTED_DTYPES
+from .reference import SUPPORTED_DTYPES
 from .schedule import EvaluationPlan, GuidanceSchedule
 
 GRIDS = ("uniform", "sd3")
