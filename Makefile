@@ -57,4 +57,4 @@ gpu-check:
 	bash scripts/gpu_check.sh
 
 clean:
-	rm -rf build $(VENV) sgg_kernels/*.so
+	rm -rf build dist $(VENV) sgg_kernels/*.so sgg_kernels/_build_info.json

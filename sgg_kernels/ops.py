@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .reference import accumulation_dtype, guided_step_reference, per_sample
@@ -35,15 +36,18 @@ def _reduce_to(coefs: Tensor, *columns: Tensor) -> Tensor:
     return torch.stack(sums, -1).to(coefs.dtype)
 
 
+def _below_autograd(is_step, x, cond, uncond, weak, weights, step):
+    """The op's device kernel: guided_step, or guide when is_step is False (x and step are None)."""
+    with torch._C._AutoDispatchBelowAutograd():
+        if is_step:
+            return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
+        return torch.ops.sgg.guide(cond, uncond, weak, weights)
+
+
 class _GuidedStep(torch.autograd.Function):
     """guided_step, or guide (is_step False: x and step are None)."""
 
-    @staticmethod
-    def forward(is_step, x, cond, uncond, weak, weights, step):
-        with torch._C._AutoDispatchBelowAutograd():
-            if is_step:
-                return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
-            return torch.ops.sgg.guide(cond, uncond, weak, weights)
+    forward = staticmethod(_below_autograd)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -119,7 +123,10 @@ def _autograd_kernel(is_step, x, cond, uncond, weak, weights, step):
         op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.Meta), *args)
         out = guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype))
         return out.to(cond.dtype)
-    return _GuidedStep.apply(is_step, x, cond, uncond, weak, weights, step)
+    args = (x, cond, uncond, weak, weights, step)
+    if (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or fwAD._current_level >= 0:
+        return _GuidedStep.apply(is_step, *args)
+    return _below_autograd(is_step, *args)  # nothing to differentiate: no autograd.Function overhead
 
 
 def _guide_autograd(cond, uncond, weak, weights):
