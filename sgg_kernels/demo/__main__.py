@@ -1,7 +1,7 @@
 """python -m sgg_kernels.demo: the paper's synthetic weak-to-strong study on CPU.
 
-    python -m sgg_kernels.demo                                   # both regimes, small sweep, out/demo
-    python -m sgg_kernels.demo --regime shallow --sweep full --out /tmp/study --retrain
+    python -m sgg_kernels.demo                                   # all three regimes, small sweep, out/demo
+    python -m sgg_kernels.demo --regime edm2-tree --sweep full --out /tmp/study --retrain
 """
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from pathlib import Path
 
 import torch
 
-from .study import HIGH_NOISE, REGIMES, SWEEPS, StudyResult, run_regime
+from .study import HIGH_NOISE, REGIMES, SWEEPS, EDM2Regime, StudyResult, run_regime
+
+MISSING_MATPLOTLIB = ("python -m sgg_kernels.demo draws its figures with matplotlib, which is not installed: "
+                      "install the demo extra, pip install 'sgg_kernels[demo]' (or pip install matplotlib)")
+METRICS = (("sw", -1), ("logp", 1), ("cover", 1), ("off", -1))  # (metric, +1 if higher is better)
+CALIBRATION = ("none", "ag w=3.0", "cfg s=4.0")  # EDM2's unguided, AutoGuidance w=3 and CFG w=4 runs
 
 COLUMNS = ("regime", "method", "settings", "NFE", "SW", "SW/cls", "logp", "cover", "off%", "verr>", "verr<=")
 
@@ -65,7 +70,7 @@ def write_csv(path: Path, regime: str, result: StudyResult) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m sgg_kernels.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--regime", choices=(*REGIMES, "both"), default="both")
+    p.add_argument("--regime", choices=(*REGIMES, "all"), default="all")
     p.add_argument("--sweep", choices=tuple(SWEEPS), default="small")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="directory for the PNGs and results.csv")
     p.add_argument("--steps", type=int, default=32, help="Euler steps per sample")
@@ -78,31 +83,44 @@ def main(argv=None) -> None:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from .figures import plot_samples, plot_velocity_errors  # matplotlib: the [demo] extra
+    try:
+        from .figures import plot_calibration, plot_samples, plot_velocity_errors
+    except ModuleNotFoundError as e:  # matplotlib: the [demo] extra
+        if (e.name or "").split(".")[0] != "matplotlib":
+            raise
+        raise SystemExit(MISSING_MATPLOTLIB) from None
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.csv").unlink(missing_ok=True)
     rows, class_rows, notes = [], [], []
-    for name in REGIMES if args.regime == "both" else (args.regime,):
+    answers = []
+    for name in REGIMES if args.regime == "all" else (args.regime,):
         start = time.perf_counter()
         result = run_regime(name, args.sweep, retrain=args.retrain, num_steps=args.steps, seed=args.seed,
                             progress=not args.no_progress)
-        plot_samples(result, f"{name}: {REGIMES[name].description}", args.out / f"{name}_samples.png")
-        plot_velocity_errors(result, f"{name}: {REGIMES[name].description}", args.out / f"{name}_velocity_error.png")
+        title = f"{name}: {REGIMES[name].description}"
+        plot_samples(result, title, args.out / f"{name}_samples.png", regime=name)
+        plot_velocity_errors(result, title, args.out / f"{name}_velocity_error.png")
         write_csv(args.out / "results.csv", name, result)
         rows += table_rows(name, result)
         class_rows += per_class_rows(name, result)
-        notes.append(f"{name}: {REGIMES[name].description} ({time.perf_counter() - start:.0f} s). "
-                     + removable_summary(result))
+        note = f"{name}: {REGIMES[name].description} ({time.perf_counter() - start:.0f} s). " + removable_summary(result)
+        if isinstance(REGIMES[name], EDM2Regime):
+            plot_calibration(result, list(CALIBRATION), args.out / f"{name}_calibration.png")
+            note += "\n" + calibration_summary(result)
+        notes.append(note)
+        answers.append(sgg_answer(name, result))
     print(f"\nSW: sliced Wasserstein to exact samples (overall; mean over classes). logp: mean exact log-density "
           f"(precision). cover: fraction of mixture components reached (recall). off%: samples outside the 99.9% "
           f"ellipse of their most responsible component. verr>, verr<=: mean |v - v*|^2 vs the ideal class "
-          f"velocity for t > {HIGH_NOISE} and t <= {HIGH_NOISE}.\n")
+          f"velocity for t > {HIGH_NOISE} and t <= {HIGH_NOISE} (edm2-tree: the denoiser's |D - D*|^2, at "
+          f"t = sigma / (1 + sigma)).\n")
     print_table(rows)
     if args.per_class:
         print()
         print_table(class_rows, ("regime", "method", "settings", "class", "SW", "logp", "cover", "off%"))
     print("\n" + "\n".join(notes))
+    print("\n" + "\n".join(answers))
     print(f"\nfigures and results.csv in {args.out}/")
 
 
