@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .metrics import REACHED_MAHALANOBIS2
 from .study import HIGH_NOISE, REGIMES, SWEEPS, EDM2Regime, StudyResult, run_regime
 
 MISSING_MATPLOTLIB = ("python -m sgg_kernels.demo draws its figures with matplotlib, which is not installed: "
@@ -35,11 +36,55 @@ def table_rows(regime: str, result: StudyResult) -> list[tuple]:
 
 
 def removable_summary(result: StudyResult) -> str:
-    """Mean share of the conditional model's velocity error that the best lam >= 0 per t removes."""
+    """Mean share of the conditional model's error that the best lam >= 0 per t removes, and where it peaks."""
     high = result.t_grid > HIGH_NOISE
-    parts = [f"{kind.upper()} {100 * float(g[high].mean()):.0f}% / {100 * float(g[~high].mean()):.0f}%"
+    parts = [f"{kind.upper()} {100 * float(g[high].mean()):.0f}% / {100 * float(g[~high].mean()):.0f}% "
+             f"(most: {100 * float(g.max()):.0f}% at t={float(result.t_grid[g.argmax()]):.3f})"
              for kind, g in result.velocity.removable.items()]
     return f"Error removable by the best lam per t (t > {HIGH_NOISE} / t <= {HIGH_NOISE}): " + ", ".join(parts)
+
+
+def beats(a: dict, b: dict) -> bool:
+    """a is at least as good as b on every metric of METRICS and better on one."""
+    signs = [sign * (a[k] - b[k]) for k, sign in METRICS]
+    return all(d >= 0 for d in signs) and any(d > 0 for d in signs)
+
+
+def sgg_answer(name: str, result: StudyResult) -> str:
+    """Does SGG (CFG s above tau, AG w below) beat both CFG at s and AG at w on all four metrics, for some tau?"""
+    quality = {r.label: r.quality["all"] for r in result.rows}
+    sgg = [r for r in result.rows if r.method == "sgg"]
+    winners = []
+    for r in sgg:
+        s, w, _ = (part.split("=")[1] for part in r.settings.split())
+        if beats(quality[r.label], quality[f"cfg s={s}"]) and beats(quality[r.label], quality[f"ag w={w}"]):
+            winners.append(r.settings)
+    best = {}
+    for r in result.rows[1:]:
+        if r.method not in best or r.quality["all"]["sw"] < best[r.method].quality["all"]["sw"]:
+            best[r.method] = r
+    verdict = f"yes, at {len(winners)} of {len(sgg)} settings: " + "; ".join(winners) if winners else \
+        f"no, at none of the {len(sgg)} settings"
+    return (f"{name}: does SGG beat both CFG at its s and AG at its w on SW, logp, cover and off% at once? {verdict}. "
+            "Best SW per method: " + ", ".join(f"{m} {r.quality['all']['sw']:.3f} ({r.settings or 'unguided'})"
+                                               for m, r in best.items()))
+
+
+def calibration_summary(result: StudyResult) -> str:
+    """EDM2's known effect on its toy: AG lowers off% and raises logp at about the unguided cover; CFG lowers
+    cover. Cover is also given per branch level (0: the trunk; levels 5 and 6 hold 3/4 of the components)."""
+    toy, rows = result.toy, {r.label: r for r in result.rows}
+    ks = torch.cat([toy.components_of(c) for c in result.labels.unique().tolist()])
+    lines = []
+    for label, name in zip(("exact",) + CALIBRATION, ("exact", "unguided", "AG w=3", "CFG w=4")):
+        _, comp, maha2 = toy.data_fit(result.samples[label], result.labels)
+        reached = comp[maha2 <= REACHED_MAHALANOBIS2].unique()
+        levels = [float(torch.isin(ks[toy.depth[ks] == d], reached).double().mean())
+                  for d in range(int(toy.depth.max()) + 1)]
+        v = (rows[label] if label != "exact" else result.rows[0]).quality["all"]
+        lines.append(f"  {name:8s} off% {100 * v['off']:4.1f}  logp {v['logp']:6.2f}  cover {v['cover']:.3f}  "
+                     f"SW {v['sw']:.3f}  cover by level 0-{len(levels) - 1}: " + " ".join(f"{c:.2f}" for c in levels))
+    return "Calibration against EDM2's toy (class A):\n" + "\n".join(lines)
 
 
 def per_class_rows(regime: str, result: StudyResult) -> list[tuple]:
@@ -73,7 +118,7 @@ def main(argv=None) -> None:
     p.add_argument("--regime", choices=(*REGIMES, "all"), default="all")
     p.add_argument("--sweep", choices=tuple(SWEEPS), default="small")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="directory for the PNGs and results.csv")
-    p.add_argument("--steps", type=int, default=32, help="Euler steps per sample")
+    p.add_argument("--steps", type=int, default=32, help="sampler steps (Euler; Heun for edm2-tree)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retrain", action="store_true", help="train the models again instead of using the cache")
     p.add_argument("--threads", type=int, default=1,
@@ -104,7 +149,8 @@ def main(argv=None) -> None:
         write_csv(args.out / "results.csv", name, result)
         rows += table_rows(name, result)
         class_rows += per_class_rows(name, result)
-        note = f"{name}: {REGIMES[name].description} ({time.perf_counter() - start:.0f} s). " + removable_summary(result)
+        note = f"{name}: {REGIMES[name].description} ({time.perf_counter() - start:.0f} s). "
+        note += removable_summary(result)
         if isinstance(REGIMES[name], EDM2Regime):
             plot_calibration(result, list(CALIBRATION), args.out / f"{name}_calibration.png")
             note += "\n" + calibration_summary(result)

@@ -42,7 +42,8 @@ class EDM2TreeMixture(ClassMixture):
     probabilities are their total weights (EDM2 normalises the weights over the classes it selects)."""
 
     def __init__(self, config: EDM2TreeConfig = EDM2TreeConfig()):
-        mu, cov, weight, label = _grow_edm2_trees(config)
+        mu, cov, weight, label, depth = _grow_edm2_trees(config)
+        self.depth = torch.tensor(depth)  # each component's branch level, 0 = the trunk
         weight, label = torch.tensor(weight, dtype=torch.float64), torch.tensor(label)
         mass = torch.stack([weight[label == c].sum() for c in range(2)])
         super().__init__(config, torch.tensor(np.array(mu)), torch.tensor(np.array(cov)),
@@ -50,10 +51,10 @@ class EDM2TreeMixture(ClassMixture):
 
 
 def _grow_edm2_trees(config: EDM2TreeConfig):
-    """Means, covariances, weights and labels of both trees, drawn exactly as EDM2's recursion draws them."""
+    """Means, covariances, weights, labels and levels of both trees, drawn as EDM2's recursion draws them."""
     rnd = np.random.RandomState(config.seed)
     scale, eye = np.asarray(config.scale), np.eye(2)
-    mu, cov, weight, label = [], [], [], []
+    mu, cov, weight, label, level = [], [], [], [], []
 
     def branch(cls: int, depth: int, pos: np.ndarray, angle: float) -> None:
         if depth >= config.depth:
@@ -69,6 +70,7 @@ def _grow_edm2_trees(config: EDM2TreeConfig):
             cov.append(shape)
             weight.append(length * 0.5 ** depth)
             label.append(cls)
+            level.append(depth)
         for sign in (1, -1):  # EDM2 draws a child's turn just before growing that child
             turn = sign * 0.7 ** depth * (rnd.randn() * 0.2 + 1)
             branch(cls, depth + 1, pos + direction * length, angle + turn)
@@ -76,7 +78,7 @@ def _grow_edm2_trees(config: EDM2TreeConfig):
     origin = np.asarray(config.origin)
     branch(0, 0, origin, math.pi * 0.25)
     branch(1, 0, origin, math.pi * 1.25)
-    return mu, cov, weight, label
+    return mu, cov, weight, label, level
 
 
 def _unit_rows(w: Tensor, eps: float = 1e-4) -> Tensor:
