@@ -152,7 +152,7 @@ def test_ema_exponent_inverts_edm2s_std_formula():
 
 def test_score_model_trains_caches_and_reloads(tree, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    config = ScoreTrainConfig(cls=0, width=8, layers=2, iterations=30, batch=64, pool_batches=2)
+    config = ScoreTrainConfig(cls=0, width=8, layers=2, iterations=30, batch=64, pool_size=128)
     model = load_or_train_score_model(tree, config, "m", progress=False)
 
     def no_training(*args, **kwargs):

@@ -126,15 +126,15 @@ class LogDensityMLP(nn.Module):
 class ScoreTrainConfig:
     """EDM2's ``do_train`` settings; `cls` -1 trains on all classes (the unconditional model).
 
-    Departure: targets come from a pool of `pool_batches` batches drawn once (EDM2 draws every batch
-    afresh); the pool's exact scores are most of the cost otherwise."""
+    Departure: targets come from a pool of `pool_size` triples drawn once (EDM2 draws every batch afresh);
+    exact scores of ~2000 components are most of the cost otherwise."""
 
     cls: int = 0
     width: int = 64
     layers: int = 4
     iterations: int = 4096
     batch: int = 4096
-    pool_batches: int = 32
+    pool_size: int = 65536
     lr_ref: float = 1e-2
     lr_iterations: int = 512
     ema_std: float = 0.010
@@ -179,7 +179,7 @@ def train_score_model(mixture: ClassMixture, config: ScoreTrainConfig, desc: str
         net = LogDensityMLP(config.width, config.layers, config.sigma_data)
     ema = LogDensityMLP(config.width, config.layers, config.sigma_data).requires_grad_(False)
     ema.load_state_dict(net.state_dict())
-    x_pool, sigma_pool, target_pool = score_pool(mixture, config.cls, config.pool_batches * config.batch,
+    x_pool, sigma_pool, target_pool = score_pool(mixture, config.cls, config.pool_size,
                                                  config.seed, config.p_mean, config.p_std)
     gen = torch.Generator().manual_seed(config.seed + 1)
     opt = torch.optim.Adam(net.parameters(), betas=(0.9, 0.99))
