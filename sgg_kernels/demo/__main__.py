@@ -72,17 +72,19 @@ def sgg_answer(name: str, result: StudyResult) -> str:
 
 def calibration_summary(result: StudyResult) -> str:
     """EDM2's known effect on its toy: AG lowers off% and raises logp at about the unguided cover; CFG lowers
-    cover. Cover is also given per branch level (0: the trunk; levels 5 and 6 hold 3/4 of the components)."""
+    cover. Cover is also given per branch level (0: the trunk; levels 5 and 6 hold 3/4 of the components), and
+    logp's median beside its mean, which a few far-off samples can drag down alone."""
     toy, rows = result.toy, {r.label: r for r in result.rows}
     ks = torch.cat([toy.components_of(c) for c in result.labels.unique().tolist()])
     lines = []
     for label, name in zip(("exact",) + CALIBRATION, ("exact", "unguided", "AG w=3", "CFG w=4")):
-        _, comp, maha2 = toy.data_fit(result.samples[label], result.labels)
+        logp, comp, maha2 = toy.data_fit(result.samples[label], result.labels)
         reached = comp[maha2 <= REACHED_MAHALANOBIS2].unique()
         levels = [float(torch.isin(ks[toy.depth[ks] == d], reached).double().mean())
                   for d in range(int(toy.depth.max()) + 1)]
         v = (rows[label] if label != "exact" else result.rows[0]).quality["all"]
-        lines.append(f"  {name:8s} off% {100 * v['off']:4.1f}  logp {v['logp']:6.2f}  cover {v['cover']:.3f}  "
+        lines.append(f"  {name:8s} off% {100 * v['off']:4.1f}  logp {v['logp']:6.2f} (median {float(logp.median()):5.2f})  "
+                     f"cover {v['cover']:.3f}  "
                      f"SW {v['sw']:.3f}  cover by level 0-{len(levels) - 1}: " + " ".join(f"{c:.2f}" for c in levels))
     return "Calibration against EDM2's toy (class A):\n" + "\n".join(lines)
 

@@ -51,9 +51,9 @@ def _class_legend(ax, classes: list[int], names) -> None:
 
 
 def _outside_note(ax, x: torch.Tensor, lo, hi) -> None:
-    outside = ((x[:, 0] < lo[0]) | (x[:, 0] > hi[0]) | (x[:, 1] < lo[1]) | (x[:, 1] > hi[1])).double().mean()
-    if outside > 0:
-        ax.text(0.98, 0.02, f"{100 * float(outside):.1f}% outside the frame (clipped)", transform=ax.transAxes,
+    outside = int(((x[:, 0] < lo[0]) | (x[:, 0] > hi[0]) | (x[:, 1] < lo[1]) | (x[:, 1] > hi[1])).sum())
+    if outside:
+        ax.text(0.98, 0.02, f"{outside} of {x.shape[0]} samples outside the frame (clipped)", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=7, color="darkred")
 
 
@@ -145,6 +145,6 @@ def plot_calibration(result: StudyResult, methods: list[str], path: Path, resolu
         _outside_note(ax, x, lo, hi)
     fig.suptitle("EDM2's toy, class A: exact, unguided, AutoGuidance and CFG samples over the data density "
                  "(grey: both classes, orange: class A)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(path, dpi=90)
     plt.close(fig)
