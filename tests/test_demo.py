@@ -136,7 +136,8 @@ def test_figures_show_each_methods_best_sw_beside_its_largest_scale():
 
     def row(method, settings, sw, featured=False):
         return Row(method, settings, 1.0, {"all": {"sw": sw}}, featured=featured)
-    rows = [row("exact", "", 0.01), row("none", "", 0.2, True), row("cfg", "s=1.5", 0.1), row("cfg", "s=3.0", 0.3, True),
+    rows = [row("exact", "", 0.01), row("none", "", 0.2, True), row("cfg", "s=1.5", 0.1),
+            row("cfg", "s=3.0", 0.3, True),
             row("ag", "w=1.5", 0.4), row("ag", "w=3.0", 0.05, True)]
     result = StudyResult(None, None, rows, {}, None, None)
     shown = [(r.label, why) for r, why in shown_rows(result)]

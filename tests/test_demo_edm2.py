@@ -110,7 +110,8 @@ def test_guided_heun_matches_a_transcription_of_edm2s_loop():
         if i < 7:
             x_next = x + (s_next - s) * (0.5 * d + 0.5 * (x_next - denoise(x_next, s_next)) / s_next)
         x = x_next
-    for schedule, uncond, weak in ((GuidanceSchedule.autoguidance(w), None, guide), (GuidanceSchedule.cfg(w), guide, None)):
+    for schedule, uncond, weak in ((GuidanceSchedule.autoguidance(w), None, guide),
+                                   (GuidanceSchedule.cfg(w), guide, None)):
         out, nfe = EDMSampler(None, main, uncond, weak, num_steps=8)(schedule, x0, torch.zeros(6, dtype=torch.long))
         torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-5)
         assert nfe == 2 * (8 + 7)  # Heun: two evaluations a step but the last, two models each

@@ -83,7 +83,8 @@ def calibration_summary(result: StudyResult) -> str:
         levels = [float(torch.isin(ks[toy.depth[ks] == d], reached).double().mean())
                   for d in range(int(toy.depth.max()) + 1)]
         v = (rows[label] if label != "exact" else result.rows[0]).quality["all"]
-        lines.append(f"  {name:8s} off% {100 * v['off']:4.1f}  logp {v['logp']:6.2f} (median {float(logp.median()):5.2f})  "
+        lines.append(f"  {name:8s} off% {100 * v['off']:4.1f}  logp {v['logp']:6.2f} "
+                     f"(median {float(logp.median()):5.2f})  "
                      f"cover {v['cover']:.3f}  "
                      f"SW {v['sw']:.3f}  cover by level 0-{len(levels) - 1}: " + " ".join(f"{c:.2f}" for c in levels))
     return "Calibration against EDM2's toy (class A):\n" + "\n".join(lines)
