@@ -182,7 +182,8 @@ def test_demo_without_matplotlib_says_to_install_the_extra(tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             "from sgg_kernels.demo.__main__ import main\n"
             f"main(['--out', {str(tmp_path)!r}, '--regime', 'shallow'])\n")
-    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's sgg_kernels
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode != 0
     assert "sgg_kernels[demo]" in out.stderr and "Traceback" not in out.stderr
