@@ -119,9 +119,27 @@ def test_reduced_pipeline_trains_caches_and_scores(tmp_path, monkeypatch):
     # Evaluations per sample follow each schedule's plan: cond every step, plus what guidance uses.
     assert [r.nfe for r in result.rows[1:]] == [
         m.schedule.plan(torch.linspace(1, 0, steps + 1)[:-1]).evaluations_per_sample for m in methods]
-    assert set(result.samples) == {"exact"} | {m.label for m in methods if m.featured}
+    assert set(result.samples) == {"exact"} | {m.label for m in methods}
+    assert [r.featured for r in result.rows[1:]] == [m.featured for m in methods]
 
+    pytest.importorskip("matplotlib")
     from sgg_kernels.demo.figures import plot_samples, plot_velocity_errors
     plot_samples(result, "tiny", tmp_path / "s.png", resolution=32)
     plot_velocity_errors(result, "tiny", tmp_path / "v.png")
     assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "v.png").stat().st_size > 0
+
+
+def test_figures_show_each_methods_best_sw_beside_its_largest_scale():
+    pytest.importorskip("matplotlib")
+    from sgg_kernels.demo.figures import shown_rows
+    from sgg_kernels.demo.study import Row, StudyResult
+
+    def row(method, settings, sw, featured=False):
+        return Row(method, settings, 1.0, {"all": {"sw": sw}}, featured=featured)
+    rows = [row("exact", "", 0.01), row("none", "", 0.2, True), row("cfg", "s=1.5", 0.1),
+            row("cfg", "s=3.0", 0.3, True),
+            row("ag", "w=1.5", 0.4), row("ag", "w=3.0", 0.05, True)]
+    result = StudyResult(None, None, rows, {}, None, None)
+    shown = [(r.label, why) for r, why in shown_rows(result)]
+    assert shown == [("none", ""), ("cfg s=3.0", "largest scale"), ("cfg s=1.5", "best SW 0.100"),
+                     ("ag w=3.0", "largest scale, best SW 0.050")]

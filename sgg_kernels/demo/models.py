@@ -105,21 +105,28 @@ def cache_dir() -> Path:
     return Path(root) / "sgg_kernels" / "demo"
 
 
-def load_or_train(toy: LeavesMixture, config: TrainConfig, name: str, retrain: bool = False,
-                  progress: bool = True) -> VelocityMLP:
-    """The trained model for (toy, config), from the cache when present unless `retrain`."""
-    key = repr((CACHE_VERSION, asdict(toy.config), asdict(config)))
+def cached_model(name: str, key: str, build, train, retrain: bool = False) -> nn.Module:
+    """`train()`'s model, cached in cache_dir() under `name` and a hash of `key`; `build()` makes an
+    untrained one to load the cached weights into. `retrain` trains again and replaces the entry."""
     path = cache_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.exists() and not retrain:
-        model = VelocityMLP(toy.num_classes, config.width, config.layers)
+        model = build()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval().requires_grad_(False)
-    model = train_velocity_model(toy, config, desc=f"train {name}", progress=progress)
+    model = train()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache entry
-    return model
+    return model.eval().requires_grad_(False)
+
+
+def load_or_train(toy: LeavesMixture, config: TrainConfig, name: str, retrain: bool = False,
+                  progress: bool = True) -> VelocityMLP:
+    """The trained model for (toy, config), from the cache when present unless `retrain`."""
+    key = repr((CACHE_VERSION, asdict(toy.config), asdict(config)))
+    return cached_model(name, key, lambda: VelocityMLP(toy.num_classes, config.width, config.layers),
+                        lambda: train_velocity_model(toy, config, desc=f"train {name}", progress=progress), retrain)
 
 
 class ExactVelocity(nn.Module):

@@ -35,26 +35,20 @@ class LeavesConfig:
     seed: int = 0
 
 
-class LeavesMixture:
+class ClassMixture:
     """Gaussian mixture with component means `mu` [K,2], covariances `cov` [K,2,2], class ids `label` [K].
 
-    `log_weight` [K] is each component's log-weight within its class; classes are equally likely.
-    A class argument of -1 (or None) means the mixture of all classes (the unconditional distribution).
+    `log_weight` [K] is each component's log-weight within its class, `class_log_prior` [C] each class's
+    log-probability (classes may differ in mass). A class argument of -1 (or None) means the mixture of
+    all classes (the unconditional distribution). `config` is what built the mixture (it keys the model cache).
     """
 
-    def __init__(self, config: LeavesConfig):
-        self.config = config
-        mu, cov, weight, label = _grow_leaves(config)
-        mu, cov = torch.tensor(mu, dtype=torch.float64), torch.tensor(cov, dtype=torch.float64)
-        self.label = torch.tensor(label, dtype=torch.long)
-        self.log_weight = torch.tensor(weight, dtype=torch.float64).log()
-        # Centre the data and give it unit variance per coordinate on average, like the noise.
-        p = self.log_weight.exp()[:, None] / config.classes
-        mean = (p * mu).sum(0)
-        var = (p * ((mu - mean) ** 2 + cov.diagonal(dim1=1, dim2=2))).sum() / 2
-        self.mu, self.cov = (mu - mean) / var.sqrt(), cov / var
+    def __init__(self, config, mu: Tensor, cov: Tensor, log_weight: Tensor, label: Tensor, class_log_prior: Tensor):
+        self.config, self.num_classes = config, class_log_prior.numel()
+        self.mu, self.cov, self.log_weight, self.label = mu, cov, log_weight, label
+        self.class_log_prior = class_log_prior
         self._chol = torch.linalg.cholesky(self.cov)
-        self.num_classes = config.classes
+        self._all = torch.arange(self.num_components)
 
     @property
     def num_components(self) -> int:
@@ -77,30 +71,33 @@ class LeavesMixture:
         return self.mu[comp] + (self._chol[comp] @ z).squeeze(2)
 
     def _marginal_logits(self, x: Tensor, t: Tensor, labels: Tensor):
-        """Per point and component: log(weight * N(x; (1-t) mu, C)), plus what the velocity needs."""
+        """Per point and component: log(weight * N(x; (1-t) mu, C)), plus what the velocity needs.
+
+        The components are `ks` (returned), only the class's own when every point has that class (it halved
+        the cost of a 2-class training pool); the other classes' components are masked with -inf."""
+        ks = self.components_of(int(labels[0])) if bool((labels == labels[0]).all()) and labels[0] >= 0 else self._all
+        mu, cov, label = self.mu[ks], self.cov[ks], self.label[ks]
         x, t = x.to(torch.float64), t.to(torch.float64)[:, None]
-        s11, s12, s22 = self.cov[:, 0, 0], self.cov[:, 0, 1], self.cov[:, 1, 1]
+        s11, s12, s22 = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
         a, b, d = (1 - t) ** 2 * s11 + t ** 2, (1 - t) ** 2 * s12, (1 - t) ** 2 * s22 + t ** 2
         det = a * d - b * b
-        dx = x[:, None, 0] - (1 - t) * self.mu[:, 0]
-        dy = x[:, None, 1] - (1 - t) * self.mu[:, 1]
+        dx = x[:, None, 0] - (1 - t) * mu[:, 0]
+        dy = x[:, None, 1] - (1 - t) * mu[:, 1]
         u1, u2 = (d * dx - b * dy) / det, (a * dy - b * dx) / det  # C^-1 (x - (1-t) mu)
-        logits = self.log_weight - 0.5 * (dx * u1 + dy * u2) - 0.5 * det.log() - math.log(2 * math.pi)
-        in_class = (self.label[None, :] == labels[:, None]) | (labels[:, None] < 0)
-        logits = logits.masked_fill(~in_class, -math.inf)
-        return logits, (t, s11, s12, s22, u1, u2)
+        logits = self.log_weight[ks] - 0.5 * (dx * u1 + dy * u2) - 0.5 * det.log() - math.log(2 * math.pi)
+        everything = labels[:, None] < 0
+        logits = torch.where(everything, logits + self.class_log_prior[label], logits)
+        logits = logits.masked_fill(~((label[None, :] == labels[:, None]) | everything), -math.inf)
+        return logits, (t, mu, s11, s12, s22, u1, u2), ks
 
-    def _class_log_norm(self, labels: Tensor) -> Tensor:
-        """log of the total weight in each point's distribution (1 for a class, C for all classes)."""
-        return torch.where(labels < 0, math.log(self.num_classes), 0.0).to(torch.float64)
 
     def log_density(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
         """Exact log p_t(x | class) [N] (float64); labels -1 or None give the mixture of all classes."""
         x, t, labels = self._broadcast(x, t, labels)
         out = []
         for i in range(0, x.shape[0], CHUNK):
-            logits, _ = self._marginal_logits(x[i:i + CHUNK], t[i:i + CHUNK], labels[i:i + CHUNK])
-            out.append(logits.logsumexp(1) - self._class_log_norm(labels[i:i + CHUNK]))
+            logits, _, _ = self._marginal_logits(x[i:i + CHUNK], t[i:i + CHUNK], labels[i:i + CHUNK])
+            out.append(logits.logsumexp(1))
         return torch.cat(out)
 
     def velocity(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
@@ -108,14 +105,26 @@ class LeavesMixture:
         x, t, labels = self._broadcast(x, t, labels)
         out = []
         for i in range(0, x.shape[0], CHUNK):
-            logits, (tt, s11, s12, s22, u1, u2) = self._marginal_logits(
+            logits, (tt, mu, s11, s12, s22, u1, u2), _ = self._marginal_logits(
                 x[i:i + CHUNK], t[i:i + CHUNK], labels[i:i + CHUNK])
             post = logits.softmax(1)
             # Per component: -mu + (t I - (1-t) S) C^-1 (x - (1-t) mu), then averaged under the posterior.
-            vx = -self.mu[:, 0] + (tt - (1 - tt) * s11) * u1 - (1 - tt) * s12 * u2
-            vy = -self.mu[:, 1] - (1 - tt) * s12 * u1 + (tt - (1 - tt) * s22) * u2
+            vx = -mu[:, 0] + (tt - (1 - tt) * s11) * u1 - (1 - tt) * s12 * u2
+            vy = -mu[:, 1] - (1 - tt) * s12 * u1 + (tt - (1 - tt) * s22) * u2
             out.append(torch.stack(((post * vx).sum(1), (post * vy).sum(1)), 1))
         return torch.cat(out)
+
+    def denoiser(self, x: Tensor, sigma: Tensor | float, labels: Tensor | None = None) -> Tensor:
+        """Exact E[x0 | x0 + sigma n = x, class] [N,2] (float64), in EDM's parameterisation.
+
+        The same point on the flow path is x_t = x / (1 + sigma) at t = sigma / (1 + sigma), where
+        x_t - t v(x_t) = E[x0 | x_t]; so this reuses the velocity's Gaussian algebra."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(x.shape[0])
+        if bool((sigma < 0).any()) or not bool(torch.isfinite(sigma).all()):
+            raise ValueError("sigma must be finite and >= 0, one value or one per point")
+        t = sigma / (1 + sigma)
+        xt = x.to(torch.float64) / (1 + sigma[:, None])
+        return xt - t[:, None] * self.velocity(xt, t, labels)
 
     def data_fit(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For data points (t = 0): log p(x | class), the class's most responsible component, and the
@@ -123,11 +132,12 @@ class LeavesMixture:
         x, t, labels = self._broadcast(x, 0.0, labels)
         logp, comps, dists = [], [], []
         for i in range(0, x.shape[0], CHUNK):
-            logits, (_, _, _, _, u1, u2) = self._marginal_logits(x[i:i + CHUNK], t[i:i + CHUNK], labels[i:i + CHUNK])
+            logits, (_, mu, _, _, _, u1, u2), ks = self._marginal_logits(
+                x[i:i + CHUNK], t[i:i + CHUNK], labels[i:i + CHUNK])
             k = logits.argmax(1, keepdim=True)
-            diff = x[i:i + CHUNK] - self.mu[k[:, 0]]
-            logp.append(logits.logsumexp(1) - self._class_log_norm(labels[i:i + CHUNK]))
-            comps.append(k[:, 0])
+            diff = x[i:i + CHUNK] - mu[k[:, 0]]
+            logp.append(logits.logsumexp(1))
+            comps.append(ks[k[:, 0]])
             dists.append(diff[:, 0] * u1.gather(1, k)[:, 0] + diff[:, 1] * u2.gather(1, k)[:, 0])
         return torch.cat(logp), torch.cat(comps), torch.cat(dists)
 
@@ -151,6 +161,21 @@ class LeavesMixture:
             raise ValueError(f"labels must have one entry per point (shape [{n}]), got {list(labels.shape)}")
         self._check_labels(labels, lowest=-1)
         return x.to(torch.float64), t, labels.to(torch.long)
+
+
+class LeavesMixture(ClassMixture):
+    """The leaves toy: equally likely classes, centred, with unit variance per coordinate on average."""
+
+    def __init__(self, config: LeavesConfig):
+        mu, cov, weight, label = _grow_leaves(config)
+        mu, cov = torch.tensor(mu, dtype=torch.float64), torch.tensor(cov, dtype=torch.float64)
+        log_weight = torch.tensor(weight, dtype=torch.float64).log()
+        # Centre the data and give it unit variance per coordinate on average, like the noise.
+        p = log_weight.exp()[:, None] / config.classes
+        mean = (p * mu).sum(0)
+        var = (p * ((mu - mean) ** 2 + cov.diagonal(dim1=1, dim2=2))).sum() / 2
+        super().__init__(config, (mu - mean) / var.sqrt(), cov / var, log_weight, torch.tensor(label),
+                         torch.full((config.classes,), -math.log(config.classes), dtype=torch.float64))
 
 
 def _grow_leaves(config: LeavesConfig):
