@@ -112,6 +112,24 @@ def test_doc_block_runs(block: Block, tmp_path: Path):
                     pytrace=False)
 
 
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def test_relative_links_point_to_files_in_the_repository():
+    """The docs stand on their own: every link that is not a URL names a file of this repository."""
+    broken = []
+    for path in DOC_FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for match in LINK.finditer(line):
+                target = match["target"].split("#")[0]
+                if not target or re.match(r"[a-z]+:", target):
+                    continue  # an anchor in the same page, or a URL (https:, mailto:)
+                resolved = (path.parent / target).resolve()
+                if ROOT not in resolved.parents or not resolved.exists():
+                    broken.append(f"{path.relative_to(ROOT)}:{number}: {match['target']}")
+    assert not broken, "links to files that are not in the repository:\n" + "\n".join(broken)
+
+
 def test_docs_have_python_blocks_to_run():
     """Guards against a parser change that silently finds nothing to run."""
     assert {b.path.name for b in BLOCKS} >= {"README.md", "ops.md"}, [b.id for b in BLOCKS]
