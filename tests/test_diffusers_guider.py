@@ -323,7 +323,7 @@ def test_bad_settings_raise_before_the_first_evaluation(sd3):
         assert counted.samples == 0
 
 
-# The built-in guiders on SGG's settings (pinned, so the README's table stays true).
+# The built-in guiders on SGG's settings (pinned, so the table in docs/diffusers.md stays true).
 def builtin_slg_passes(guidance_scale, transformer):
     """One step of SkipLayerGuidance: the guider, its batches for inputs (cond, negative), the negative
     input, and whether each pass had diffusers hooks on any submodule of the transformer."""

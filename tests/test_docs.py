@@ -154,7 +154,7 @@ def test_fence_parser_finds_language_line_indent_and_skip_reason():
         s = "```"
         ````
         """)
-    blocks = [b for b in fenced_blocks(doc, ROOT / "README.md")]
+    blocks = fenced_blocks(doc, ROOT / "README.md")
     assert [(b.lang, b.line) for b in blocks] == [("python", 2), ("bash", 5), ("python", 10), ("python", 14)]
     assert blocks[0].code == "x = 1\n"
     assert blocks[2].code == "# doctest: skip (needs a GPU)\ny = 2\n"
