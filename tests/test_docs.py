@@ -105,7 +105,9 @@ def test_doc_block_runs(block: Block, tmp_path: Path):
         result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"{block.id}: the block did not finish within {TIMEOUT_S} s\n{e.stderr or ''}", pytrace=False)
+        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or ""
+        pytest.fail(f"{block.id}: the block did not finish within {TIMEOUT_S} s\n--- stderr ---\n{stderr}",
+                    pytrace=False)
     if result.returncode != 0:
         pytest.fail(f"{block.id}: the block exited with status {result.returncode} (traceback line numbers are "
                     f"{block.path.name}'s)\n--- stderr ---\n{result.stderr}\n--- stdout ---\n{result.stdout}",
