@@ -36,7 +36,7 @@ def size_for_bytes(megabytes: float, dtype: torch.dtype) -> tuple:
 
 
 def sizes(device: str, dtype: torch.dtype) -> dict:
-    """DESIGN.md's sizes: SD3-1024 latents at B = 1, 2, 4, the video latent, and large operands."""
+    """The sizes guidance runs at in practice: SD3-1024 latents at B = 1, 2, 4, the video latent, and large operands."""
     if SMOKE:
         return {"smoke 2x16x8x8": (2, 16, 8, 8)}
     out = {f"sd3-1024 B={b}": (b, 16, 128, 128) for b in (1, 2, 4)}

@@ -4,7 +4,7 @@ A small SD3Transformer2DModel with random weights (no download): latents [1, 16,
 image), 12 blocks, so the SD3.5 skip layers 7, 8, 9 exist. 28 steps, the paper's settings: CFG at
 4.5 on steps 1-14, skip-layer guidance at 3.0 on steps 15-28 (skip layers 7, 8, 9).
 
-- `reference loop`: the official SGG loop (PAPER.md; tests/test_diffusers_sd3.py transcribes it):
+- `reference loop`: the official SGG SD3 loop (tests/test_diffusers_sd3.py transcribes it):
   the unconditional pass batched into every step, the eager guidance chain, diffusers'
   FlowMatchEulerDiscreteScheduler.step.
 - `sgg drop-in`: StableDiffusion3SGGPipeline (sgg_kernels.integrations.diffusers_sd3): only the passes

@@ -253,7 +253,7 @@ class GuidanceSchedule:
         slg_schedule: str = "constant",
         slg_d_w: float = 0.0,
     ) -> "GuidanceSchedule":
-        """The official SD3/SD3.5 SGG pipeline's per-step rule (PAPER.md), with 1-indexed inclusive steps.
+        """The official SD3/SD3.5 SGG pipeline's per-step rule (docs/schedules.md), with 1-indexed inclusive steps.
 
         CFG (lam = guidance_scale - 1) on [cfg_guidance_start, cfg_guidance_end] when guidance_scale > 1;
         skip-layer guidance (lam = skip_layer_guidance_scale) on its own range when use_segmented_guidance.

@@ -3,7 +3,7 @@
     loss_fn = W2SLoss(weak_type="segmented", w_scale=0.6, weak_loss_ratio=0.2)
     loss = loss_fn(v, u, t, weak=v_null.detach(), mid=v_mid)        # instead of F.mse_loss(v, u)
 
-The options mirror the reference SiT training code (PAPER.md, "Training-time migration"). With
+The options mirror the SGG authors' SiT training code (docs/training.md). With
 lam = w_scale * progress**weak_alpha and rho = weak_loss_ratio, the per-sample loss is
 
     none       mean((v - u)^2)

@@ -26,9 +26,9 @@ from sgg_kernels import GuidanceSchedule  # noqa: E402
 from sgg_kernels.integrations.diffusers_guider import SGGGuider  # noqa: E402
 from sgg_kernels.integrations.weak_pass import arm_weak_pass, is_armed  # noqa: E402
 
-PAPER = dict(guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=14, use_segmented_guidance=True,
-             skip_guidance_layers=[7, 8, 9], skip_layer_guidance_scale=3.0, skip_layer_guidance_start=15,
-             skip_layer_guidance_end=28)
+SGG_SD3_ARGS = dict(guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=14, use_segmented_guidance=True,
+                    skip_guidance_layers=[7, 8, 9], skip_layer_guidance_scale=3.0, skip_layer_guidance_start=15,
+                    skip_layer_guidance_end=28)
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +119,7 @@ def test_sd3_equals_official_loop_with_the_plans_evaluations(sd3):
     sd3.update_components(guider=SGGGuider(schedule, skip_layers=[7, 8, 9]))
     latents = initial_latents()
     with CountSamples(sd3.transformer) as official:
-        expected = reference_sgg(sd3.transformer, sd3.scheduler.config, 28, latents, sd3_embeds(), **PAPER)
+        expected = reference_sgg(sd3.transformer, sd3.scheduler.config, 28, latents, sd3_embeds(), **SGG_SD3_ARGS)
     with CountSamples(sd3.transformer) as ours:
         got = run_sd3(sd3, latents)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -323,7 +323,7 @@ def test_bad_settings_raise_before_the_first_evaluation(sd3):
         assert counted.samples == 0
 
 
-# The built-in guiders on SGG's settings (pinned, so the README's table stays true).
+# The built-in guiders on SGG's settings (pinned, so the table in docs/diffusers.md stays true).
 def builtin_slg_passes(guidance_scale, transformer):
     """One step of SkipLayerGuidance: the guider, its batches for inputs (cond, negative), the negative
     input, and whether each pass had diffusers hooks on any submodule of the transformer."""

@@ -16,9 +16,10 @@ from sgg_kernels import GuidanceSchedule  # noqa: E402
 from sgg_kernels.integrations.diffusers_sd3 import FlowMatchGuidedStep, StableDiffusion3SGGPipeline  # noqa: E402
 
 STEPS = 28
-PAPER = dict(guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=14, use_segmented_guidance=True,
-             skip_guidance_layers=[7, 8, 9], skip_layer_guidance_scale=3.0, skip_layer_guidance_start=15,
-             skip_layer_guidance_end=28, cfg_schedule="constant", cfg_d_w=0.0, slg_schedule="constant", slg_d_w=0.0)
+SGG_SD3_ARGS = dict(guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=14, use_segmented_guidance=True,
+                    skip_guidance_layers=[7, 8, 9], skip_layer_guidance_scale=3.0, skip_layer_guidance_start=15,
+                    skip_layer_guidance_end=28, cfg_schedule="constant", cfg_d_w=0.0, slg_schedule="constant",
+                    slg_d_w=0.0)
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +89,7 @@ def test_cfg_only_equals_diffusers_pipeline(pipe, sgg_pipe, embeds):
     dict(cfg_schedule="linear", cfg_d_w=1.0, slg_schedule="linear", slg_d_w=0.5),
 ], ids=["paper", "overlap", "linear"])
 def test_sgg_equals_reference_loop(pipe, sgg_pipe, embeds, case):
-    args = {**PAPER, **case}
+    args = {**SGG_SD3_ARGS, **case}
     latents = initial_latents()
     kept = latents.clone()
     with CountSamples(pipe.transformer) as counted_reference:
@@ -126,13 +127,13 @@ def test_defaults_equal_diffusers_pipeline_and_paper_preset(pipe, sgg_pipe, embe
     common = dict(**embeds, height=SIZE, width=SIZE, output_type="latent", latents=initial_latents(seed=4))
     torch.testing.assert_close(sgg_pipe(**common).images, pipe(**common).images, rtol=1e-5, atol=1e-5)
     preset = sgg_pipe(**common, guidance_schedule=GuidanceSchedule.sd3_paper(STEPS), skip_guidance_layers=[7, 8, 9])
-    assert torch.equal(preset.images, sgg_pipe(**common, **PAPER).images)
+    assert torch.equal(preset.images, sgg_pipe(**common, **SGG_SD3_ARGS).images)
 
 
 def test_precomputed_embeddings_repeat_per_image(sgg_pipe, embeds):
-    common = dict(height=SIZE, width=SIZE, output_type="latent", num_inference_steps=4, **PAPER)
+    common = dict(height=SIZE, width=SIZE, output_type="latent", num_inference_steps=4, **SGG_SD3_ARGS)
     latents = torch.randn(4, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(6))
-    two_each = run(sgg_pipe, latents, embeds, steps=4, num_images_per_prompt=2, **PAPER)
+    two_each = run(sgg_pipe, latents, embeds, steps=4, num_images_per_prompt=2, **SGG_SD3_ARGS)
     repeated = {k: v.repeat_interleave(2, dim=0) for k, v in embeds.items()}  # prompt 0, 0, 1, 1
     assert two_each.shape[0] == 4
     assert torch.equal(two_each, sgg_pipe(**repeated, latents=latents, **common).images)
@@ -140,13 +141,13 @@ def test_precomputed_embeddings_repeat_per_image(sgg_pipe, embeds):
 
 def test_callbacks_see_each_step(sgg_pipe, embeds):
     latents = initial_latents(seed=4)
-    default = run(sgg_pipe, latents, embeds, **PAPER)
+    default = run(sgg_pipe, latents, embeds, **SGG_SD3_ARGS)
     seen = []  # with a callback each step writes a new tensor, so the ones it was shown stay intact
 
     def keep(pipe, i, t, tensors):
         seen.append(tensors["latents"])
         return tensors
-    with_callback = sgg_pipe(**embeds, **PAPER, height=SIZE, width=SIZE, latents=latents, output_type="latent",
+    with_callback = sgg_pipe(**embeds, **SGG_SD3_ARGS, height=SIZE, width=SIZE, latents=latents, output_type="latent",
                              callback_on_step_end=keep).images
     assert torch.equal(with_callback, default) and torch.equal(seen[-1], default)
     assert len(seen) == STEPS and not torch.equal(seen[0], seen[1])
@@ -159,8 +160,8 @@ def test_bf16_close_to_reference_loop(pipe, embeds):
     half = StableDiffusion3Pipeline(**{**pipe.components, "transformer": copy.deepcopy(pipe.transformer).bfloat16()})
     embeds = {name: e.bfloat16() for name, e in embeds.items()}
     latents = initial_latents().bfloat16()
-    expected = reference(half, latents, embeds, **PAPER)
-    got = run(sgg_of(half), latents, embeds, **PAPER)
+    expected = reference(half, latents, embeds, **SGG_SD3_ARGS)
+    got = run(sgg_of(half), latents, embeds, **SGG_SD3_ARGS)
     assert got.dtype == torch.bfloat16
     scale = expected.float().abs().max()
     ulp = 2.0 ** (torch.floor(torch.log2(scale)) - 7)  # bf16 keeps 8 significant bits

@@ -94,7 +94,7 @@ def test_segmented_guidance_matches_a_plain_loop(solver, batch_cond_uncond):
     schedule = GuidanceSchedule.sgg(1 + lam_cdg, 1 + lam_cag, boundary)
     grid = timestep_grid(20, "sd3")
 
-    def guided(x, t, i):  # the SGG rule (PAPER.md), with the step's own noise level deciding the segment
+    def guided(x, t, i):  # the SGG rule (docs/schedules.md), with the step's own noise level deciding the segment
         v_c = gaussian_velocity(x, t, cond, S_DATA)
         if grid[i] > boundary:
             return v_c + lam_cdg * (v_c - gaussian_velocity(x, t, null, S_DATA))

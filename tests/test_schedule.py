@@ -14,7 +14,7 @@ def sd3_reference_loop(n, guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance
                        use_segmented_guidance=True, skip_layer_guidance_scale=3.0, skip_layer_guidance_start=15,
                        skip_layer_guidance_end=28, cfg_schedule="constant", cfg_d_w=0.0, slg_schedule="constant",
                        slg_d_w=0.0):
-    """The official pipeline's rule (PAPER.md), as the coefficients of (v_c, v_u, v_skip) at each step."""
+    """The official pipeline's rule (docs/schedules.md), as the coefficients of (v_c, v_u, v_skip) at each step."""
     def scale(kind, s, d_w, i, start, end):
         if kind == "constant":
             return s

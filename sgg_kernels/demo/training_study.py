@@ -24,7 +24,7 @@ from .models import TrainConfig, VelocityMLP, train_velocity_model
 from .study import REGIMES, Method, Regime, run_study
 from .toy import LeavesMixture
 
-# The reference SiT settings (PAPER.md): lam 0.6 inside [0.2, 0.8], rho 0.2 below; the early exit
+# The reference SiT settings (docs/training.md): lam 0.6 inside [0.2, 0.8], rho 0.2 below; the early exit
 # sits halfway up the network, as block 4 of SiT-B/2's 12 is early in the trunk.
 OBJECTIVES = {
     "plain": W2SLoss("none"),
