@@ -62,7 +62,7 @@ _warned: set = set()
 
 
 def _gpu_launchers() -> tuple[Callable, Callable]:
-    """The `cuda` backend selects Triton for this op: a reduction-type loss has no CUDA C++ kernel (README)."""
+    """The `cuda` backend selects Triton for this op: a reduction-type loss has no CUDA C++ kernel (docs/training.md says why)."""
     if backends.get_backend() == "torch":
         return launchers("torch")
     if not backends.triton_available():
