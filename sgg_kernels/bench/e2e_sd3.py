@@ -1,25 +1,29 @@
 """End-to-end SD3 sampling on CPU: the reference SGG loop against this package's drop-in pipeline.
 
 A small SD3Transformer2DModel with random weights (no download): latents [1, 16, 32, 32] (a 256 px
-image), 12 blocks, so the SD3.5 skip layers 7, 8, 9 exist. 28 steps, the paper's settings: CFG at
-4.5 on steps 1-14, skip-layer guidance at 3.0 on steps 15-28 (skip layers 7, 8, 9).
+image), 12 blocks, so the SD3.5 skip layers 7, 8, 9 exist, and width 128 (4 heads of 32). 28 steps,
+the paper's settings: CFG at 4.5 on steps 1-14, skip-layer guidance at 3.0 on steps 15-28 (skip
+layers 7, 8, 9).
 
-- `reference loop`: the official SGG loop (PAPER.md; tests/test_diffusers_sd3.py transcribes it):
-  the unconditional pass batched into every step, the eager guidance chain, diffusers'
+- `reference loop`: the official SGG loop (tests/test_diffusers_sd3.py transcribes it): the
+  unconditional pass batched into every step, the eager guidance chain, diffusers'
   FlowMatchEulerDiscreteScheduler.step.
 - `sgg drop-in`: StableDiffusion3SGGPipeline (sgg_kernels.integrations.diffusers_sd3): only the passes
   the plan needs, then torch.ops.sgg.guided_step_ in place.
 
 Both ways make 42 transformer calls: the reference 28 batched (cond + uncond) and 14 skip-layer ones,
-the drop-in 14 batched and 28 single (cond, then the skip-layer pass). The drop-in saves samples, not
-calls, so its gain grows with the model's cost per sample: here a batch of two costs 1.56x one
-(36 vs 56 ms at 32x32, one thread); at 16x16 it cost 1.27x and the gain was lost in the noise.
+70 sample-evaluations (NFE); the drop-in 14 batched and 28 single (cond, then the skip-layer pass),
+56 NFE. It saves samples, not calls, so its gain approaches the ideal 70/56 = 1.25x only where a
+batch of two costs twice one: the width is chosen for that. Measured with one thread: a batch of
+two costs 2.08x one at width 128 (81 vs 39 ms), but only 1.60x at width 64 (31 vs 19 ms).
 
 A forward hook on the transformer times every model call (CPU calls are synchronous), so a run splits
 into model time and everything else (guidance, scheduler step, loop and pipeline overhead).
 """
 from __future__ import annotations
 
+import contextlib
+import statistics
 import time
 
 import torch
@@ -29,7 +33,8 @@ from sgg_kernels.integrations.diffusers_sd3 import StableDiffusion3SGGPipeline
 
 STEPS, CFG_END, SLG_START = 28, 14, 15
 GUIDANCE_SCALE, SLG_SCALE, SKIP_LAYERS = 4.5, 3.0, [7, 8, 9]
-LATENT_SIDE, TOKENS, WIDTH = 32, 16, 64
+LATENT_SIDE, TOKENS, TEXT_WIDTH = 32, 16, 64
+HEADS, HEAD_DIM = 4, 32  # width 128, where the transformer's cost is proportional to the batch (above)
 WAYS = ("reference loop", "sgg drop-in")
 
 
@@ -56,17 +61,17 @@ def build(seed: int = 0):
     """(pipe, inputs): a base diffusers pipe around the random-weight transformer, and the prompt embeddings."""
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
-        sample_size=LATENT_SIDE, patch_size=2, in_channels=16, out_channels=16, num_layers=12, attention_head_dim=16,
-        num_attention_heads=4, joint_attention_dim=WIDTH, caption_projection_dim=WIDTH, pooled_projection_dim=WIDTH,
-        pos_embed_max_size=LATENT_SIDE).eval()
+        sample_size=LATENT_SIDE, patch_size=2, in_channels=16, out_channels=16, num_layers=12, attention_head_dim=HEAD_DIM,
+        num_attention_heads=HEADS, joint_attention_dim=TEXT_WIDTH, caption_projection_dim=HEADS * HEAD_DIM,
+        pooled_projection_dim=TEXT_WIDTH, pos_embed_max_size=LATENT_SIDE).eval()
     pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                                     vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
                                     tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)
     g = torch.Generator().manual_seed(seed + 1)
-    inputs = dict(prompt_embeds=torch.randn(1, TOKENS, WIDTH, generator=g),
-                  negative_prompt_embeds=torch.randn(1, TOKENS, WIDTH, generator=g),
-                  pooled_prompt_embeds=torch.randn(1, WIDTH, generator=g),
-                  negative_pooled_prompt_embeds=torch.randn(1, WIDTH, generator=g),
+    inputs = dict(prompt_embeds=torch.randn(1, TOKENS, TEXT_WIDTH, generator=g),
+                  negative_prompt_embeds=torch.randn(1, TOKENS, TEXT_WIDTH, generator=g),
+                  pooled_prompt_embeds=torch.randn(1, TEXT_WIDTH, generator=g),
+                  negative_pooled_prompt_embeds=torch.randn(1, TEXT_WIDTH, generator=g),
                   latents=torch.randn(1, 16, LATENT_SIDE, LATENT_SIDE, generator=g))
     return pipe, inputs
 
@@ -106,3 +111,62 @@ def sampler(way: str, pipe):
     sgg = StableDiffusion3SGGPipeline(**pipe.components)  # the same modules, nothing copied or cast
     sgg.set_progress_bar_config(disable=True)
     return lambda inputs: sgg_drop_in(sgg, inputs)
+
+
+@contextlib.contextmanager
+def one_thread():
+    # The model's ops are too small to share: on a busy 2-core machine two threads made the tests'
+    # tiny SD3 forward ~30x slower (tests/test_diffusers_sd3.py).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class ImageTimer:
+    """Samples one image per call the given way, on its own model, recording NFE and model seconds."""
+
+    def __init__(self, way: str, seed: int = 0):
+        self.way = way
+        self.pipe, self.inputs = build(seed)
+        self.clock = ModelClock(self.pipe.transformer)
+        self.run = sampler(way, self.pipe)
+        self.model_seconds, self.nfe = [], []
+
+    def __call__(self) -> torch.Tensor:
+        self.clock.reset()
+        out = self.run(self.inputs)
+        self.model_seconds.append(self.clock.seconds)
+        self.nfe.append(self.clock.samples)
+        return out
+
+    def check(self, out: torch.Tensor) -> None:
+        """Both ways compute the same SGG sample (the drop-in's equivalence is tested in tests/): a wrong
+        setting here would time different work."""
+        torch.testing.assert_close(out, reference_loop(self.pipe, self.inputs), rtol=1e-4, atol=1e-4)
+
+    def row(self, wall_s: float, rounds: int) -> dict:
+        return dict(way=self.way, wall_s=wall_s, nfe=self.nfe[-1], model_s=statistics.median(self.model_seconds),
+                    threads=torch.get_num_threads(), rounds=rounds)
+
+
+def run_all(rounds: int, log=print) -> list[dict]:
+    """One row per way: the median wall time of `rounds` images after one warm-up image."""
+    rows = []
+    with one_thread():
+        for way in WAYS:
+            timer = ImageTimer(way)
+            out = timer()
+            if way != "reference loop":
+                timer.check(out)
+            timer.model_seconds.clear()
+            walls = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                timer()
+                walls.append(time.perf_counter() - t0)
+            rows.append(timer.row(statistics.median(walls), rounds))
+            log(f"  e2e {way}: {rows[-1]['wall_s']:.3f} s per image, NFE {rows[-1]['nfe']}")
+    return rows

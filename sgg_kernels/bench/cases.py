@@ -1,15 +1,14 @@
 """What the benchmarks compare: sizes, inputs, and for every op the providers and the baselines
 that users run today (the eager diffusers-style chain, its torch.compile, a copy of the same bytes).
 
-Every case is a set of zero-argument callables over the same inputs, so the pytest-benchmark suite
-(benchmarks/test_bench_ops.py) times them all the same way, in the same run.
+Every case is a set of zero-argument callables over the same inputs, so `python -m sgg_kernels.bench`
+and the repository's pytest-benchmark suite time them all the same way, in the same run.
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -23,7 +22,7 @@ from sgg_kernels.w2s_loss import launchers as w2s_launchers
 CFG_SCALE, SLG_SCALE, DT = 4.5, 3.0, -1.0 / 28
 OPS = ("guide", "guided_step", "guided_step_", "w2s_loss")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SMOKE = os.environ.get("SGG_BENCH_SMOKE") == "1"  # CI: tiny sizes, so the suite runs in seconds
+PRESETS = ("tiny", "default", "full")
 MAX_INPUT_SETS = 64
 ONE_EAGER_OP = "eager 1 op (c-u)"  # CUDA only; its GB/s column counts the op's bytes, not its own
 FUSED = ("sgg cpu", "sgg cuda", "sgg triton")  # the providers that are this package's kernels
@@ -35,10 +34,13 @@ def size_for_bytes(megabytes: float, dtype: torch.dtype) -> tuple:
     return (1, 16, side, side)
 
 
-def sizes(device: str, dtype: torch.dtype) -> dict:
-    """DESIGN.md's sizes: SD3-1024 latents at B = 1, 2, 4, the video latent, and large operands."""
-    if SMOKE:
-        return {"smoke 2x16x8x8": (2, 16, 8, 8)}
+def sizes(device: str, dtype: torch.dtype, preset: str = "full") -> dict:
+    """Label -> shape. full: SD3-1024 latents at B = 1, 2, 4, the video latent, and large operands;
+    default: one SD3-1024 image and the video latent; tiny: one small shape (tests and CI)."""
+    if preset == "tiny":
+        return {"tiny 2x16x8x8": (2, 16, 8, 8)}
+    if preset == "default":
+        return {"sd3-1024 B=1": (1, 16, 128, 128), "video 21x90x160": (1, 16, 21, 90, 160)}
     out = {f"sd3-1024 B={b}": (b, 16, 128, 128) for b in (1, 2, 4)}
     out["video 21x90x160"] = (1, 16, 21, 90, 160)
     out.update({f"{mb} MB": size_for_bytes(mb, dtype) for mb in ((64, 256) if device == "cuda" else (64,))})
