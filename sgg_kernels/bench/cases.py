@@ -7,6 +7,7 @@ and the repository's pytest-benchmark suite time them all the same way, in the s
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -173,16 +174,20 @@ def guidance_case(op: str, shape, dtype, device: str) -> Case:
     if device == "cuda":  # one elementwise kernel: the latency yardstick of issue 3's small-size goal
         providers[ONE_EAGER_OP] = Provider(_rotating(lambda i: torch.sub(i.cond, i.uncond), sets))
 
+    @functools.cache  # one float64 reference serves every provider (it took most of a default run's time)
+    def exact() -> torch.Tensor:
+        i = make_inputs(shape, dtype, device, seed=99)
+        return guided_step_reference(i.x if step else None, i.cond, i.uncond, i.weak, i.weights,
+                                     i.step if step else None)
+
     def check(name: str) -> None:
         if name not in calls:  # the yardsticks compute something else
             return
         fn, backend = calls[name]
         i = make_inputs(shape, dtype, device, seed=99)  # a fresh set: in-place calls change x
-        exact = guided_step_reference(i.x if step else None, i.cond, i.uncond, i.weak, i.weights,
-                                      i.step if step else None)
         with use_backend(backend) if backend else contextlib.nullcontext():
             got = fn(i)
-        _check_close(name, i.x if op == "guided_step_" else got, exact)
+        _check_close(name, i.x if op == "guided_step_" else got, exact())
 
     return Case(op, tuple(shape), dtype, device, operands * elem, providers, check)
 
@@ -228,18 +233,23 @@ def w2s_case(shape, dtype, device: str) -> Case:
     providers = {name: Provider(_rotating(fn, sets), backend) for name, (fn, backend) in steps.items()}
     providers["copy (same bytes)"] = Provider(_same_bytes_copy(operands * elem, device))
 
+    @functools.cache  # one float64 reference (loss, grad_v) serves every provider
+    def exact() -> tuple:
+        v, u, weak, mid = make(99)
+        v64 = v.detach().double().requires_grad_()
+        loss = w2s_loss_reference(v64, u, weak, mid.detach(), coefs)
+        loss.sum().backward()
+        return loss.detach(), v64.grad
+
     def check(name: str) -> None:
         if name not in steps:  # the copy computes something else
             return
-        v, u, weak, mid = make(99)
         fn, backend = steps[name]
         with use_backend(backend) if backend else contextlib.nullcontext():
-            loss, grad_v = fn((v, u, weak, mid))
-        v64 = v.detach().double().requires_grad_()
-        exact = w2s_loss_reference(v64, u, weak, mid.detach(), coefs)
-        exact.sum().backward()
-        _check_close(f"{name} (loss)", loss, exact.detach())
-        _check_close(f"{name} (grad_v)", grad_v, v64.grad)
+            loss, grad_v = fn(make(99))
+        exact_loss, exact_grad_v = exact()
+        _check_close(f"{name} (loss)", loss, exact_loss)
+        _check_close(f"{name} (grad_v)", grad_v, exact_grad_v)
 
     return Case("w2s_loss", tuple(shape), dtype, device, operands * elem, providers, check)
 

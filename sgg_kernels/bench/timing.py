@@ -68,12 +68,12 @@ def plan(fn, device: str, bytes_moved: int, *, tiny: bool = False, target_s: flo
     if device == "cuda":
         calls = max(1, min(200, round(TARGET_GRAPH_SECONDS / (bytes_moved / 3e12))))  # 3 TB/s: a guess
         return Plan(_graph_of(fn, calls).replay, GPU_ROUNDS, 2, calls, CudaEventClock())
-    fn()  # warm-up, and an estimate of one call's time for the number of rounds
+    fn()  # the warm-up, then an estimate of one call's time for the number of rounds
     t0 = time.perf_counter()
     fn()
     once = time.perf_counter() - t0
     rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, round(target_s / max(once, 1e-6))))
-    return Plan(fn, rounds, 1, 1, time.perf_counter)
+    return Plan(fn, rounds, 0, 1, time.perf_counter)
 
 
 def summarize(per_call: list) -> dict:
