@@ -5,6 +5,7 @@
     python -m sgg_kernels.bench --compare        # and the regression guard against this machine kind's baseline
     python -m sgg_kernels.bench --json run.json  # the results as JSON (an issue report, a CI artifact, a baseline)
     python -m sgg_kernels.bench --tiny           # tiny sizes, one round: checks that everything runs (seconds)
+    python -m sgg_kernels.bench --e2e only       # the end-to-end SD3 sampling comparison (diffusers; about 1 min)
 
 Every provider (`sgg cpu`, and with a GPU `sgg cuda` and `sgg triton`) is checked against the float64
 reference, then timed in the same run as the baselines users run today: the eager diffusers-style
@@ -38,7 +39,8 @@ def parse(argv):
     # On a shared 2-core VM, 2 threads made many medians a multiple of ~7.94 ms (an OpenMP region waiting
     # for a thread the scheduler had parked); the stored baselines use 1 thread, so their ratios compare.
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the baselines)")
-    ap.add_argument("--e2e", action="store_true", help="also the end-to-end SD3 sampling comparison (diffusers)")
+    ap.add_argument("--e2e", nargs="?", const="also", choices=("also", "only"),
+                    help="also (or only) the end-to-end SD3 sampling comparison; needs diffusers")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write the results to FILE")
     ap.add_argument("--results", type=Path, metavar="FILE", help="read a recorded run (--json) instead of measuring")
     ap.add_argument("--compare", type=float, nargs="?", const=30.0, metavar="PERCENT",
@@ -58,16 +60,20 @@ def parse(argv):
     return args
 
 
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
 def measured(args, command: str) -> dict:
     configure(args.threads)
     info = machine(args.device, args.threads)
     preset = "full" if args.full else "tiny" if args.tiny else "default"
     print(f"sgg_kernels.bench: {preset} run on {describe(info)}; torch {info['torch']}", flush=True)
-    rows = run_ops(args.device, preset, args.op, args.dtype, log=lambda line: print(line, flush=True))
+    rows = [] if args.e2e == "only" else run_ops(args.device, preset, args.op, args.dtype, log=log)
     e2e = []
     if args.e2e:
         from . import e2e_sd3  # needs diffusers, an extra
-        e2e = e2e_sd3.run_all(rounds=1 if args.tiny else 3, log=lambda line: print(line, flush=True))
+        e2e = e2e_sd3.run_all(rounds=1 if args.tiny else 3, log=log)
     return results.result(info, rows, e2e, command)
 
 
