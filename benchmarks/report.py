@@ -63,7 +63,8 @@ def op_rows(data: dict) -> list[dict]:
 
 def e2e_rows(data: dict) -> list[dict]:
     return [dict(way=b["params"]["way"], wall_s=b["stats"]["median"], nfe=b["extra_info"]["nfe"],
-                 model_s=b["extra_info"]["model_s"], threads=b["extra_info"]["threads"], rounds=b["stats"]["rounds"])
+                 model_s=b["extra_info"]["model_s"], other_s=b["extra_info"]["other_s"],
+                 threads=b["extra_info"]["threads"], rounds=b["stats"]["rounds"])
             for b in data["benchmarks"] if "way" in b["params"]]
 
 

@@ -14,8 +14,10 @@ layers 7, 8, 9).
 Both ways make 42 transformer calls: the reference 28 batched (cond + uncond) and 14 skip-layer ones,
 70 sample-evaluations (NFE); the drop-in 14 batched and 28 single (cond, then the skip-layer pass),
 56 NFE. It saves samples, not calls, so its gain approaches the ideal 70/56 = 1.25x only where a
-batch of two costs twice one: the width is chosen for that. Measured with one thread: a batch of
-two costs 2.08x one at width 128 (81 vs 39 ms), but only 1.60x at width 64 (31 vs 19 ms).
+batch of two costs twice one; the width is chosen for that. Measured with one thread on the 2-core
+VM: at width 128 a batch of two cost 2.08x one (81 vs 39 ms) at a load average of 0.8, but 1.6x
+(157 vs 99 ms) at a load of 7, where short calls lose more to the scheduler; at width 64, 1.60x
+(31 vs 19 ms) at a load of 0.8.
 
 A forward hook on the transformer times every model call (CPU calls are synchronous), so a run splits
 into model time and everything else (guidance, scheduler step, loop and pipeline overhead).
@@ -126,20 +128,25 @@ def one_thread():
 
 
 class ImageTimer:
-    """Samples one image per call the given way, on its own model, recording NFE and model seconds."""
+    """Samples one image per call the given way, on its own model, recording per image the wall
+    seconds, the seconds in the model and the NFE; row() takes medians over the images since the
+    last reset() (each image's time outside the model is its own wall minus its own model time)."""
 
     def __init__(self, way: str, seed: int = 0):
         self.way = way
         self.pipe, self.inputs = build(seed)
         self.clock = ModelClock(self.pipe.transformer)
         self.run = sampler(way, self.pipe)
-        self.model_seconds, self.nfe = [], []
+        self.reset()
+
+    def reset(self) -> None:
+        self.images = []  # (wall s, model s, NFE) per image
 
     def __call__(self) -> torch.Tensor:
         self.clock.reset()
+        t0 = time.perf_counter()
         out = self.run(self.inputs)
-        self.model_seconds.append(self.clock.seconds)
-        self.nfe.append(self.clock.samples)
+        self.images.append((time.perf_counter() - t0, self.clock.seconds, self.clock.samples))
         return out
 
     def check(self, out: torch.Tensor) -> None:
@@ -147,26 +154,27 @@ class ImageTimer:
         setting here would time different work."""
         torch.testing.assert_close(out, reference_loop(self.pipe, self.inputs), rtol=1e-4, atol=1e-4)
 
-    def row(self, wall_s: float, rounds: int) -> dict:
-        return dict(way=self.way, wall_s=wall_s, nfe=self.nfe[-1], model_s=statistics.median(self.model_seconds),
-                    threads=torch.get_num_threads(), rounds=rounds)
+    def row(self) -> dict:
+        wall, model, nfe = zip(*self.images)
+        return dict(way=self.way, wall_s=statistics.median(wall), nfe=nfe[-1], model_s=statistics.median(model),
+                    other_s=statistics.median(w - m for w, m in zip(wall, model)), threads=torch.get_num_threads(),
+                    rounds=len(self.images))
 
 
 def run_all(rounds: int, log=print) -> list[dict]:
-    """One row per way: the median wall time of `rounds` images after one warm-up image."""
-    rows = []
+    """One row per way: medians over `rounds` images after one warm-up image each. The ways take turns,
+    image by image, so a load that comes and goes on a shared machine falls on both alike."""
     with one_thread():
-        for way in WAYS:
-            timer = ImageTimer(way)
+        timers = [ImageTimer(way) for way in WAYS]
+        for timer in timers:
             out = timer()
-            if way != "reference loop":
+            if timer.way != "reference loop":
                 timer.check(out)
-            timer.model_seconds.clear()
-            walls = []
-            for _ in range(rounds):
-                t0 = time.perf_counter()
+            timer.reset()
+        for _ in range(rounds):
+            for timer in timers:
                 timer()
-                walls.append(time.perf_counter() - t0)
-            rows.append(timer.row(statistics.median(walls), rounds))
-            log(f"  e2e {way}: {rows[-1]['wall_s']:.3f} s per image, NFE {rows[-1]['nfe']}")
+    rows = [timer.row() for timer in timers]
+    for r in rows:
+        log(f"  e2e {r['way']}: {r['wall_s']:.3f} s per image, NFE {r['nfe']}")
     return rows
