@@ -50,7 +50,7 @@ def op_rows(data: dict) -> list[dict]:
     """pytest-benchmark's JSON -> sgg_kernels.bench table rows (times per call)."""
     rows = []
     for b in data["benchmarks"]:
-        p, extra, s = b["params"], b["extra_info"], b["stats"]
+        p, extra, s = b["params"] or {}, b["extra_info"], b["stats"]
         if "op" not in p:
             continue
         per_call = 1.0 / extra["calls_per_round"]
@@ -62,10 +62,7 @@ def op_rows(data: dict) -> list[dict]:
 
 
 def e2e_rows(data: dict) -> list[dict]:
-    return [dict(way=b["params"]["way"], wall_s=b["stats"]["median"], nfe=b["extra_info"]["nfe"],
-                 model_s=b["extra_info"]["model_s"], other_s=b["extra_info"]["other_s"],
-                 threads=b["extra_info"]["threads"], rounds=b["stats"]["rounds"])
-            for b in data["benchmarks"] if "way" in b["params"]]
+    return [row for b in data["benchmarks"] for row in b["extra_info"].get("e2e", [])]
 
 
 def write_results_md(block: str, device: str, info: dict) -> None:
