@@ -15,7 +15,6 @@ from .table import COMPILE
 
 # The default run leaves out the slow pure-PyTorch path and the CUDA latency yardstick (--full has them).
 FULL_ONLY = ("sgg torch", ONE_EAGER_OP)
-DEFAULT_TARGET_S = 0.1  # timed per provider and case by the default run: about a minute on 2 cores
 
 
 def configure(threads: int | None) -> None:
@@ -33,7 +32,7 @@ def _row(case, size: str, dtype: str, provider: str, stats: dict) -> dict:
                 device=case.device, bytes=case.bytes_moved, **stats)
 
 
-def run_ops(device: str, preset: str, ops=OPS, dtypes=tuple(DTYPES), target_s: float = DEFAULT_TARGET_S,
+def run_ops(device: str, preset: str, ops=OPS, dtypes=tuple(DTYPES), target_s: float = timing.TARGET_SECONDS,
             log=print) -> list[dict]:
     """Rows of every op x dtype x size of the preset x provider (all providers for "full")."""
     rows = []
