@@ -119,8 +119,8 @@ def test_bad_input_names_the_argument(base, tmp_path):
 
 
 def test_the_e2e_table_states_the_ideal_and_the_share_reached():
-    rows = [dict(way="reference loop", wall_s=2.5, nfe=70, model_s=2.49),
-            dict(way="sgg drop-in", wall_s=2.5 / 1.15, nfe=56, model_s=2.1)]
+    rows = [dict(way="reference loop", wall_s=2.5, nfe=70, model_s=2.49, other_s=0.01),
+            dict(way="sgg drop-in", wall_s=2.5 / 1.15, nfe=56, model_s=2.1, other_s=0.07)]
     drop_in = e2e_lines(rows)[-2]
     # ideal 70/56 = 1.25x; share of the ideal gain (1.15 - 1) / (1.25 - 1) = 60%
     assert drop_in.endswith("| 1.15x | 1.25x | 60% |")

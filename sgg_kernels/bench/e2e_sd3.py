@@ -15,9 +15,9 @@ Both ways make 42 transformer calls: the reference 28 batched (cond + uncond) an
 70 sample-evaluations (NFE); the drop-in 14 batched and 28 single (cond, then the skip-layer pass),
 56 NFE. It saves samples, not calls, so its gain approaches the ideal 70/56 = 1.25x only where a
 batch of two costs twice one; the width is chosen for that. Measured with one thread on the 2-core
-VM: at width 128 a batch of two cost 2.08x one (81 vs 39 ms) at a load average of 0.8, but 1.6x
-(157 vs 99 ms) at a load of 7, where short calls lose more to the scheduler; at width 64, 1.60x
-(31 vs 19 ms) at a load of 0.8.
+VM: at width 128 a batch of two cost 2.08x one (81 vs 39 ms) at a load average of 0.8, 1.76x
+(67 vs 38 ms) at 1.9 and 1.6x (157 vs 99 ms) at 7, where short calls lose more to the scheduler;
+at width 64, 1.60x (31 vs 19 ms) at a load of 0.8.
 
 A forward hook on the transformer times every model call (CPU calls are synchronous), so a run splits
 into model time and everything else (guidance, scheduler step, loop and pipeline overhead).
