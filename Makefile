@@ -48,7 +48,10 @@ bench: build
 demo: build
 	$(PY) -m sgg_kernels.demo --out out/demo
 
-# This run against the saved baseline of this kind of machine; fails on a median BENCH_THRESHOLD slower.
+# The full run, then the regression guard against the stored baseline of this machine kind (CPU model or
+# GPU name, and core count; sgg_kernels/bench/baselines): exit 1 when a fused op lost more than
+# BENCH_THRESHOLD % of its standing against the same run's torch.compile or copy. Without a baseline of
+# this kind it says so and exits 0. `python -m sgg_kernels.bench --compare` is the one-minute version.
 BENCH_THRESHOLD ?= 30
 bench-compare: build
 	$(PY) -m benchmarks.report --compare $(BENCH_THRESHOLD) --no-results-md --out-dir build/bench-compare

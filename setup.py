@@ -180,6 +180,7 @@ setup(
     version="0.1.0",
     description="Fused kernels, schedules and samplers for weak-to-strong segmented guidance (SGG)",
     packages=find_packages(include=["sgg_kernels", "sgg_kernels.*"]),
+    package_data={"sgg_kernels.bench": ["baselines/*.json"]},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
     python_requires=">=3.10",
     install_requires=["torch>=2.6", "numpy", "tqdm"],

@@ -1,9 +1,11 @@
 """Options of the benchmark suite, set by environment variables so `benchmarks.report` and CI pass them through pytest:
 
-- SGG_BENCH_SMOKE=1: tiny sizes and one round (CI, with --benchmark-disable: the suite never rots);
+- SGG_BENCH_SMOKE=1: the tiny size and one round (CI, with --benchmark-disable: the suite never rots);
 - SGG_BENCH_DEVICE=cpu|cuda: only this device (default: cpu, and cuda when present);
 - SGG_BENCH_BUDGET_S=N: skip the benchmarks that would start after N seconds (`make gpu-check`'s budget);
 - SGG_BENCH_THREADS=N: torch's CPU threads for the whole run.
+
+What is timed and how lives in sgg_kernels.bench (shared with `python -m sgg_kernels.bench`).
 """
 import os
 import time
@@ -11,7 +13,10 @@ import time
 import pytest
 import torch
 
+from sgg_kernels.bench.run import configure
+
 _START = time.monotonic()
+PRESET = "tiny" if os.environ.get("SGG_BENCH_SMOKE") == "1" else "full"
 
 
 def devices() -> list:
@@ -29,9 +34,4 @@ def within_budget():
 
 
 def pytest_configure(config):
-    if os.environ.get("SGG_BENCH_THREADS"):
-        torch.set_num_threads(int(os.environ["SGG_BENCH_THREADS"]))
-    # One compiled chain per op, dtype and rank: more than dynamo's default recompile limit of 8.
-    for knob in ("cache_size_limit", "recompile_limit"):
-        if hasattr(torch._dynamo.config, knob):
-            setattr(torch._dynamo.config, knob, 64)
+    configure(int(os.environ["SGG_BENCH_THREADS"]) if os.environ.get("SGG_BENCH_THREADS") else None)

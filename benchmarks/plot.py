@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .cases import FUSED  # noqa: E402
+from sgg_kernels.bench.cases import FUSED  # noqa: E402
 
 STYLE = {"fp32": "-", "bf16": "--"}
 

@@ -8,27 +8,29 @@ only with a GPU), `sgg torch` (the pure-PyTorch path), `eager chain` (the diffus
 the eager loss), `torch.compile chain` (its compilation), `copy (same bytes)` (a copy moving as many
 bytes as the op must: the bandwidth limit) and, on CUDA, `eager 1 op (c-u)` (one elementwise kernel,
 the latency yardstick at small sizes). Each provider's result is checked against the float64
-reference before it is timed.
+reference before it is timed. The cases and the timing are sgg_kernels.bench's (cases.py, timing.py).
 """
 import contextlib
 import functools
+import time
 
 import pytest
 import torch
 
-import sgg_kernels  # noqa: F401  (registers torch.ops.sgg)
-from benchmarks import timing
-from benchmarks.cases import DTYPES, ONE_EAGER_OP, OPS, make_case, sizes
-from benchmarks.conftest import devices
+import sgg_kernels
+from sgg_kernels.bench import timing
+from sgg_kernels.bench.cases import DTYPES, ONE_EAGER_OP, OPS, make_case, sizes
+
+from benchmarks.conftest import PRESET, devices
 
 PROVIDERS = ("sgg cpu", "sgg cuda", "sgg triton", "sgg torch", "eager chain", "torch.compile chain",
              "copy (same bytes)", ONE_EAGER_OP)
-SIZE_LABELS = list(sizes("cuda" if torch.cuda.is_available() else "cpu", torch.float32))
+SIZE_LABELS = list(sizes("cuda" if torch.cuda.is_available() else "cpu", torch.float32, PRESET))
 
 
 @functools.lru_cache(maxsize=1)  # providers vary fastest: one case's inputs serve all of them
 def case_for(op, size, dtype, device):
-    shape = sizes(device, DTYPES[dtype]).get(size)
+    shape = sizes(device, DTYPES[dtype], PRESET).get(size)
     return None if shape is None else make_case(op, shape, DTYPES[dtype], device)
 
 
@@ -43,8 +45,11 @@ def test_op(benchmark, device, op, dtype, size, provider):
         pytest.skip(f"{provider} at {size} does not run on {device}")
     chosen = case.providers[provider]
     benchmark.group = f"{op} {size} {dtype} {device}"
-    benchmark.extra_info.update(shape=list(case.shape))
     with sgg_kernels.use_backend(chosen.backend) if chosen.backend else contextlib.nullcontext():
         case.check(provider)
-        timing.run(benchmark, chosen.fn, device, case.bytes_moved)
-
+        plan = timing.plan(chosen.fn, device, case.bytes_moved, tiny=PRESET == "tiny")
+        benchmark.extra_info.update(shape=list(case.shape), bytes=case.bytes_moved,
+                                    calls_per_round=plan.calls_per_round)
+        if plan.clock is not time.perf_counter:
+            benchmark._timer = plan.clock  # CUDA events; pytest-benchmark has no public per-test timer
+        benchmark.pedantic(plan.round, rounds=plan.rounds, warmup_rounds=plan.warmup_rounds)

@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_leaves
 
 import sgg_kernels  # noqa: F401
 
-from benchmarks.cases import eager_w2s_loss as eager
+from sgg_kernels.bench.cases import eager_w2s_loss as eager
 
 
 class AllocationTimeline(TorchDispatchMode):

@@ -1,0 +1,95 @@
+"""How a call is timed, on CPU and on CUDA: one plan that `python -m sgg_kernels.bench` runs itself
+and the repository's pytest-benchmark suite hands to `benchmark.pedantic`.
+
+- CPU: the wall clock around each call, after warm-up; rounds chosen so each provider gets about
+  `target_s` seconds (at least MIN_ROUNDS).
+- CUDA: `calls` back-to-back calls are captured in one CUDA graph, and each round replays it between
+  two CUDA events (the clock below), so host dispatch is excluded; a round's time is divided by
+  `calls_per_round` to give the time per call.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+TARGET_SECONDS = 0.4       # timed per provider and case by the full run (the 2-core CPU run has ~200 cases)
+MIN_ROUNDS, MAX_ROUNDS = 5, 50
+GPU_ROUNDS = 15
+TARGET_GRAPH_SECONDS = 2e-3  # calls per graph chosen so one replay takes about this long
+
+
+class CudaEventClock:
+    """Seconds of device time: records an event on the current stream and waits for it, so the
+    interval between two readings is the GPU time of the work between them."""
+
+    def __init__(self):
+        self.origin = torch.cuda.Event(enable_timing=True)
+        self.origin.record()
+
+    def __call__(self) -> float:
+        now = torch.cuda.Event(enable_timing=True)
+        now.record()
+        now.synchronize()
+        return self.origin.elapsed_time(now) / 1e3
+
+
+@dataclass
+class Plan:
+    round: Callable[[], object]  # one timed round
+    rounds: int
+    warmup_rounds: int
+    calls_per_round: int
+    clock: Callable[[], float]   # seconds
+
+
+def _graph_of(fn, calls: int) -> torch.cuda.CUDAGraph:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up (Triton and inductor compile here) outside any capture
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return graph
+
+
+def plan(fn, device: str, bytes_moved: int, *, tiny: bool = False, target_s: float = TARGET_SECONDS) -> Plan:
+    """How to time fn (one call of one provider); on CPU this calls fn twice to estimate its time.
+    tiny: one round after one warm-up call (tests and CI: the code runs, the figure means nothing)."""
+    if tiny:
+        return Plan(fn, 1, 1, 1, time.perf_counter)
+    if device == "cuda":
+        calls = max(1, min(200, round(TARGET_GRAPH_SECONDS / (bytes_moved / 3e12))))  # 3 TB/s: a guess
+        return Plan(_graph_of(fn, calls).replay, GPU_ROUNDS, 2, calls, CudaEventClock())
+    fn()  # the warm-up, then an estimate of one call's time for the number of rounds
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, round(target_s / max(once, 1e-6))))
+    return Plan(fn, rounds, 0, 1, time.perf_counter)
+
+
+def summarize(per_call: list) -> dict:
+    """The statistics the report shows, in seconds per call."""
+    q1, _, q3 = statistics.quantiles(per_call, n=4, method="inclusive") if len(per_call) > 1 else per_call * 3
+    return dict(median_s=statistics.median(per_call), q1_s=q1, q3_s=q3, min_s=min(per_call), max_s=max(per_call),
+                rounds=len(per_call))
+
+
+def measure(p: Plan) -> dict:
+    """Runs the plan and returns summarize() of the per-call times, with calls_per_round."""
+    for _ in range(p.warmup_rounds):
+        p.round()
+    per_call = []
+    for _ in range(p.rounds):
+        t0 = p.clock()
+        p.round()
+        per_call.append((p.clock() - t0) / p.calls_per_round)
+    return dict(summarize(per_call), calls_per_round=p.calls_per_round)
