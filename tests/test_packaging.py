@@ -1,6 +1,7 @@
 """Packaging: the sdist carries every source and installs into a working package; an isolated build
 and a library built against another torch stop with the fix instead of running a slow path."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def test_the_sdist_has_every_source_and_installs_a_working_package(tmp_path):
     (sdist,) = glob.glob(str(tmp_path / "sgg_kernels-*.tar.gz"))
     with tarfile.open(sdist) as tar:
         packed = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    sources = {os.path.relpath(p, ROOT) for pattern in ("csrc/**/*", "examples/**/*", "sgg_kernels/**/*.py")
+    sources = {os.path.relpath(p, ROOT) for pattern in ("csrc/**/*", "examples/**/*", "sgg_kernels/**/*.py",
+                                                         "sgg_kernels/bench/baselines/*.json")
                for p in glob.glob(os.path.join(ROOT, pattern), recursive=True) if os.path.isfile(p)}
     assert not sources - packed, f"missing from the sdist: {sorted(sources - packed)}"
 
@@ -61,3 +63,20 @@ def test_the_sdist_has_every_source_and_installs_a_working_package(tmp_path):
     result = subprocess.run([sys.executable, "-c", check], cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(site)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+    # The benchmark ships with the package: it runs from the installed copy, with its baselines.
+    bench = subprocess.run([sys.executable, "-m", "sgg_kernels.bench", "--tiny", "--device", "cpu", "--op",
+                            "guided_step", "--dtype", "fp32", "--json", str(tmp_path / "run.json"), "--compare"],
+                           cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
+                           text=True, timeout=600)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    assert "| op | size | dtype | provider | median ms |" in bench.stdout, bench.stdout
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["format"] == "sgg-kernels-bench/1"
+    providers = {row["provider"] for row in run["rows"]}
+    assert {"sgg cpu", "eager chain", "torch.compile chain", "copy (same bytes)"} <= providers, providers
+    stored = subprocess.run([sys.executable, "-c", "from sgg_kernels.bench import results; "
+                             "assert results.stored_kinds('cpu'), 'no baselines installed'"],
+                            cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True,
+                            text=True, timeout=120)
+    assert stored.returncode == 0, stored.stderr
