@@ -103,7 +103,7 @@ def sgg_drop_in(sgg: StableDiffusion3SGGPipeline, inputs) -> torch.Tensor:
     return sgg(height=side, width=side, num_inference_steps=STEPS, guidance_scale=GUIDANCE_SCALE,
                cfg_guidance_start=1, cfg_guidance_end=CFG_END, skip_guidance_layers=SKIP_LAYERS,
                skip_layer_guidance_scale=SLG_SCALE, skip_layer_guidance_start=SLG_START,
-               skip_layer_guidance_end=STEPS, output_type="latent", **inputs).images
+               skip_layer_guidance_end=STEPS, use_segmented_guidance=True, output_type="latent", **inputs).images
 
 
 def sampler(way: str, pipe):
