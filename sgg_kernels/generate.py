@@ -22,6 +22,7 @@ import datetime
 import importlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -275,6 +276,7 @@ def _generate(args, seeds, schedule, source, config, device, world, rank) -> Pat
             os.replace(tmp, args.out / "config.json")
     if world > 1:
         dist.barrier()  # every rank has read what is done before any writes more
+    start = time.perf_counter()
     batches = [seeds[i:i + args.batch_size] for i in range(0, len(seeds), args.batch_size)]
     mine = [[s for s in b if s not in done] for k, b in enumerate(batches) if k % groups == rank // bp]
     mine = [b for b in mine if b]
@@ -292,10 +294,12 @@ def _generate(args, seeds, schedule, source, config, device, world, rank) -> Pat
     bar.close()
     if world > 1:
         dist.barrier()  # every part is written
+    seconds = time.perf_counter() - start
     path = args.out / "samples.npz"
     if rank == 0:
         path = merge(args.out, seeds)
-        print(f"wrote {path}: {len(seeds)} samples of shape {list(source.shape)}")
+        print(f"wrote {path}: {len(seeds)} samples of shape {list(source.shape)}; generated "
+              f"{sum(map(len, mine))} per group in {seconds:.2f} s")
     return path
 
 

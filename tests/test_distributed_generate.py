@@ -49,6 +49,10 @@ def elementwise():
     return Elementwise(0), Elementwise(1)
 
 
+def elementwise_alone():
+    return Elementwise(0)
+
+
 class Stalling(torch.nn.Module):
     """A VelocityMLP that, with STALL_AFTER_CALLS=n set, hangs at its (n+1)-th call: a run to kill."""
     num_classes, sample_shape = 4, (2,)
@@ -187,6 +191,8 @@ def test_malformed_or_empty_seed_range_is_refused_before_writing(tmp_path, capsy
     (["--branch-parallel", "2"], "a world of 3 ranks does not divide into groups of 2"),
     (["--schedule", "sgg:3,2"], "sgg takes 3 number(s), got 2"),
     (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--model", "gen_models:elementwise_alone"], "uses a weak model but --model gen_models:elementwise_alone gives none"),
     (["--model", "gen_models:elementwise", "--schedule", "ag:2", "--classes", "0"], "--classes must be at least 1"),
 ])
 def test_bad_options_are_refused_before_any_process_group_or_file(models, monkeypatch, capsys, argv, message):
