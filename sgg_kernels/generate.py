@@ -211,10 +211,16 @@ def check_args(p: argparse.ArgumentParser, args, world: int) -> tuple[list[int],
                 f"of {args.branch_parallel}")
     try:
         shape = tuple(int(s) for s in args.shape.split(",")) if args.shape else None
+    except ValueError:
+        p.error(f"--shape must be sizes separated by commas, like 4,64,64; got {args.shape!r}")
+    try:
         plan = schedule.plan(timestep_grid(args.steps, args.grid, args.shift)[:-1])
-        source = load_source(args.model, args.classes, shape)
     except ValueError as e:
-        p.error(f"{e}")
+        p.error(f"--schedule {args.schedule} on --steps {args.steps} --grid {args.grid}: {e}")
+    try:
+        source = load_source(args.model, args.classes, shape)
+    except (ValueError, ImportError, AttributeError) as e:
+        p.error(f"--model: {e}")
     if any(plan.weak) and source.weak is None:
         p.error(f"--schedule {args.schedule} uses a weak model but --model {args.model} gives none")
     if source.num_classes < 1:
