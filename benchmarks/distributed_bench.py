@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import socket
@@ -65,20 +66,22 @@ def sampling_inputs():
     return noise, labels
 
 
-def timed_samples(repeats: int, **kwargs) -> float:
-    """Median seconds of one sample() call over `repeats`, after one warm-up call."""
+def timed_samples(repeats: int, **kwargs) -> tuple[float, float]:
+    """Median seconds of one sample() call over `repeats`, after one warm-up call: wall clock, and this
+    process's CPU time (on a loaded machine the wall clock also counts waiting for a core)."""
     model, weak = bench_models()
     noise, labels = sampling_inputs()
     schedule = GuidanceSchedule.sgg(3.0, 2.0, 0.5)
     call = dict(noise=noise, null_cond=torch.full((BATCH,), CLASSES), weak_model=weak, num_steps=STEPS, **kwargs)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats + 1):
         if dist.is_initialized():
             dist.barrier()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         sample(model, labels, schedule, **call)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall[1:]), statistics.median(cpu[1:])
 
 
 def forward_ms(rows: int, repeats: int = 10) -> float:
@@ -99,9 +102,7 @@ def pair_worker(rank: int, port: int, repeats: int, out: str):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
-        seconds = timed_samples(repeats, branch_group=dist.group.WORLD)
-        if rank == 0:
-            Path(out).write_text(repr(seconds))
+        Path(f"{out}{rank}").write_text(json.dumps(timed_samples(repeats, branch_group=dist.group.WORLD)))
     finally:
         dist.barrier()
         dist.destroy_process_group()
@@ -113,11 +114,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pair_seconds(repeats: int) -> float:
+def pair_seconds(repeats: int) -> tuple[float, float]:
+    """Rank 0's wall clock, and the larger of the two ranks' CPU times."""
     with TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "seconds")
         mp.start_processes(pair_worker, args=(free_port(), repeats, out), nprocs=2, start_method="spawn")
-        return float(Path(out).read_text())
+        (wall, cpu0), (_, cpu1) = (json.loads(Path(f"{out}{r}").read_text()) for r in range(2))
+        return wall, max(cpu0, cpu1)
 
 
 def generation_seconds(world: int, branch_parallel: int, seeds: int) -> float:
@@ -147,12 +150,14 @@ def main():
     single = {b: timed_samples(args.repeats, batch_cond_uncond=b) for b in (True, False)}
     pair = pair_seconds(args.repeats)
     print(f"\nOne sample() call: {BATCH} samples, {STEPS} Euler steps of {SCHEDULE}, median of {args.repeats}\n")
-    print("| setting | s per call | ms per sample | vs 1 process (batched cond+uncond) |")
-    print("|---|---|---|---|")
+    print("| setting | wall s per call | ms per sample | vs 1 process | CPU s per call (busiest process) | vs 1 process |")
+    print("|---|---|---|---|---|---|")
     rows = [("1 process, batch_cond_uncond=True", single[True]), ("1 process, batch_cond_uncond=False", single[False]),
             ("branch-parallel pair (2 processes)", pair)]
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.3f} | {seconds / BATCH * 1e3:.2f} | {seconds / single[True]:.2f}x |")
+    (base_wall, base_cpu) = single[True]
+    for name, (wall, cpu) in rows:
+        print(f"| {name} | {wall:.3f} | {wall / BATCH * 1e3:.2f} | {wall / base_wall:.2f}x | {cpu:.3f} | "
+              f"{cpu / base_cpu:.2f}x |")
     print(f"\npython -m sgg_kernels.generate, {args.seeds} seeds in batches of {BATCH}, generation loop only\n")
     print("| ranks | s | samples/s | vs 1 rank |")
     print("|---|---|---|---|")
