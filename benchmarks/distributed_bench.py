@@ -98,6 +98,20 @@ def forward_ms(rows: int, repeats: int = 10) -> float:
     return statistics.median(times) * 1e3
 
 
+def concurrent_forward_worker(rank: int, out: str):
+    torch.set_num_threads(1)
+    Path(f"{out}{rank}").write_text(json.dumps(forward_ms(BATCH, repeats=30)))
+
+
+def concurrent_forward_ms() -> float:
+    """A forward's time while another process runs forwards too: equal to the time alone when the
+    machine has two free cores, twice it when the two processes share one core's worth of CPU."""
+    with TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "ms")
+        mp.start_processes(concurrent_forward_worker, args=(out,), nprocs=2, start_method="spawn")
+        return max(json.loads(Path(f"{out}{r}").read_text()) for r in range(2))
+
+
 def pair_worker(rank: int, port: int, repeats: int, out: str):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
@@ -147,7 +161,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"load before: {os.getloadavg()}; model forward {forward_ms(BATCH):.1f} ms on {BATCH} samples, "
-          f"{forward_ms(2 * BATCH):.1f} ms on {2 * BATCH} (one thread)")
+          f"{forward_ms(2 * BATCH):.1f} ms on {2 * BATCH} (one thread); {concurrent_forward_ms():.1f} ms on "
+          f"{BATCH} while a second process runs the same")
     single = {b: timed_samples(args.repeats, batch_cond_uncond=b) for b in (True, False)}
     pair = pair_seconds(args.repeats)
     print(f"\nOne sample() call: {BATCH} samples, {STEPS} Euler steps of {SCHEDULE}, median of {args.repeats}\n")
