@@ -94,7 +94,7 @@ def parse_schedule(text: str) -> GuidanceSchedule:
 def load_source(spec: str, num_classes: Optional[int], shape: Optional[tuple[int, ...]]) -> Source:
     """A built-in toy model by name, or `module:callable` returning the model or (model, weak model)."""
     if spec in BUILTIN_MODELS:
-        from .demo.models import TrainConfig, VelocityMLP, load_or_train
+        from .demo.models import VelocityMLP, load_or_train
         from .demo.study import REGIMES
         from .demo.toy import LeavesMixture
         if spec == "toy-random":  # untrained and seeded: instant, for tests and smoke runs
