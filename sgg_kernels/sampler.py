@@ -172,11 +172,14 @@ class _Evaluator:
                 uncond = self._run(self.model, x, t, self.null_cond, where, "uncond")
         if need_weak:
             weak = self._run(self.weak_model, x, t, self.cond, where, "weak")
+        self.check(where, cond, uncond, weak)
+        return cond, uncond, weak
+
+    def check(self, where: str, cond: Tensor, uncond: Optional[Tensor], weak: Optional[Tensor]) -> None:
         if self.check_finite:
             for name, v in (("cond", cond), ("uncond", uncond), ("weak", weak)):
                 if v is not None and not bool(torch.isfinite(v).all()):
                     raise FloatingPointError(f"{where}: the {name} prediction has non-finite values")
-        return cond, uncond, weak
 
 
 def _initial_noise(noise, shape, generator, device, dtype) -> Tensor:
@@ -205,12 +208,14 @@ def sample(model: Model, cond: Any, schedule: GuidanceSchedule, *, noise: Option
            timesteps: Union[Tensor, Sequence[float], None] = None, num_steps: int = 28, grid: str = "uniform",
            shift: float = 3.0, solver: str = "euler", batch_cond_uncond: bool = True, progress: bool = False,
            check_finite: bool = False, device: Union[torch.device, str, None] = None,
-           dtype: Optional[torch.dtype] = None) -> SampleOutput:
+           dtype: Optional[torch.dtype] = None, branch_group: Any = None) -> SampleOutput:
     """Integrates the guided velocity from t = 1 (noise) to t = 0 with Euler or Heun steps.
 
     timesteps (a grid [N + 1] from high t towards 0) overrides num_steps/grid/shift. With `shape`,
     the noise is drawn with `generator` on `device` (default: cond's device, else the generator's) in
     `dtype` (default float32). Heun takes an Euler step where t_next = 0, as EDM does.
+    `branch_group` (a ProcessGroup of 2 ranks, or a sgg_kernels.distributed.BranchGroup) spreads each
+    step's evaluations over the group; every rank passes the same arguments and gets the same x.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -226,7 +231,11 @@ def sample(model: Model, cond: Any, schedule: GuidanceSchedule, *, noise: Option
         if given is None and any(used):
             raise ValueError(f"the schedule uses {name} (first at step {used.index(True) + 1} of {tables.num_steps}) "
                              "but none was given")
-    evaluate = _Evaluator(model, weak_model, cond, null_cond, tables, batch_cond_uncond, check_finite)
+    if branch_group is None:
+        evaluate = _Evaluator(model, weak_model, cond, null_cond, tables, batch_cond_uncond, check_finite)
+    else:
+        from .distributed import BranchParallelEvaluator  # torch.distributed only when asked for
+        evaluate = BranchParallelEvaluator(branch_group, model, weak_model, cond, null_cond, tables, check_finite)
     t_device = tables.grid.to(x.device, torch.float32)
     half = tables.euler * torch.tensor([1.0, 0.5], device=x.device)  # Heun's (1, h / 2)
 

@@ -1,0 +1,313 @@
+"""Seed-sharded generation on torch.distributed: ``python -m sgg_kernels.generate`` (or under torchrun).
+
+    torchrun --nproc-per-node 2 -m sgg_kernels.generate --model toy-shallow --seeds 0-49999 \\
+        --schedule sgg:3,2,0.5 --steps 32 --solver heun --batch-size 256 --out out/gen
+
+Sample i's noise and label come from its own seed (``torch.Generator().manual_seed(seed)``: the label
+first, then the noise), as in EDM2's generate_images.py, not from a per-rank stream as in SiT's
+sample_ddp.py. The seeds are cut into batches of --batch-size in the order given, and batch k goes to
+group k mod (number of groups), so a batch holds the same seeds for any world size: the output is
+bitwise the same for 1, 2 or 3 ranks, and across batch sizes where the model's per-sample output
+does not depend on the batch (docs/distributed.md says when that holds).
+
+Each group writes its finished batches to OUT/parts/ atomically (a temporary file, then a rename).
+Rerunning the same command after a crash skips the seeds already written; the last step merges every
+requested seed exactly once into OUT/samples.npz: arr_0 the samples [N, *shape], arr_1 the labels
+[N], as ADM and SiT lay out their sample files, plus `seeds` [N].
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .distributed import BranchGroup
+from .sampler import GRIDS, SOLVERS, sample, timestep_grid
+from .schedule import GuidanceSchedule
+
+SCHEDULES = {"none": 0, "cfg": 1, "ag": 1, "interval": 3, "sgg": 3}  # form -> number of numbers it takes
+BUILTIN_MODELS = ("toy-shallow", "toy-deep", "toy-random")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the --model option gives: the models, the class count and one sample's shape."""
+
+    model: Any
+    weak: Any
+    num_classes: int
+    shape: tuple[int, ...]
+
+    def null_labels(self, n: int) -> torch.Tensor:
+        """The model's own null labels where it defines them, else label num_classes (ADM, DiT, SiT)."""
+        if hasattr(self.model, "null_labels"):
+            return self.model.null_labels(n)
+        return torch.full((n,), self.num_classes, dtype=torch.long)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-49999' (inclusive), '7', or comma-separated parts like '0-9,100-109', in the order given."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a seed or a range like 0-49999") from None
+        if first < 0 or last >= 2 ** 63:
+            raise ValueError(f"{part!r} leaves the seed range [0, 2**63)")
+        if last < first:
+            raise ValueError(f"{part!r} is an empty range (its end comes before its start)")
+        seeds.extend(range(first, last + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{text!r} names some seeds twice")
+    return seeds
+
+
+def parse_schedule(text: str) -> GuidanceSchedule:
+    """'none', 'cfg:S', 'ag:W', 'interval:S,T_LO,T_HI' or 'sgg:S,W,TAU' (GuidanceSchedule's constructors)."""
+    form, _, numbers = text.partition(":")
+    if form not in SCHEDULES:
+        raise ValueError(f"{text!r}: the form must be one of {', '.join(SCHEDULES)}")
+    try:
+        values = [float(v) for v in numbers.split(",")] if numbers else []
+    except ValueError:
+        raise ValueError(f"{text!r}: the values must be numbers") from None
+    if len(values) != SCHEDULES[form]:
+        raise ValueError(f"{text!r}: {form} takes {SCHEDULES[form]} number(s), got {len(values)}")
+    build = {"none": GuidanceSchedule, "cfg": GuidanceSchedule.cfg, "ag": GuidanceSchedule.autoguidance,
+             "interval": GuidanceSchedule.interval, "sgg": GuidanceSchedule.sgg}[form]
+    return build(*values)
+
+
+def load_source(spec: str, num_classes: Optional[int], shape: Optional[tuple[int, ...]]) -> Source:
+    """A built-in toy model by name, or `module:callable` returning the model or (model, weak model)."""
+    if spec in BUILTIN_MODELS:
+        from .demo.models import VelocityMLP, load_or_train
+        from .demo.study import REGIMES
+        from .demo.toy import LeavesMixture
+        if spec == "toy-random":  # untrained and seeded: instant, for tests and smoke runs
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model, weak = VelocityMLP(4, 64, 4), VelocityMLP(4, 32, 4)
+            model, weak = model.eval(), weak.eval()
+        else:  # the demo's trained models, from its cache (trained once, as `make demo` does)
+            regime_name = spec.removeprefix("toy-")
+            regime, toy = REGIMES[regime_name], LeavesMixture(REGIMES[regime_name].toy)
+            model = load_or_train(toy, regime.model, f"{regime_name}-main")
+            weak = load_or_train(toy, regime.weak, f"{regime_name}-weak")
+        return Source(model, weak, model.num_classes if num_classes is None else num_classes, shape or (2,))
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{spec!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor module:callable")
+    built = getattr(importlib.import_module(module_name), attr)()
+    model, weak = built if isinstance(built, tuple) else (built, None)
+    num_classes = getattr(model, "num_classes", None) if num_classes is None else num_classes
+    shape = shape or getattr(model, "sample_shape", None)
+    if num_classes is None or shape is None:
+        raise ValueError(f"{spec!r}: give --classes and --shape (the model has no num_classes / sample_shape)")
+    return Source(model, weak, int(num_classes), tuple(shape))
+
+
+def seed_inputs(seeds: list[int], source: Source) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each seed's label and noise from its own generator: independent of the batch and the rank."""
+    labels, noise = [], []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        labels.append(torch.randint(0, source.num_classes, (1,), generator=g))
+        noise.append(torch.randn(source.shape, generator=g))
+    return torch.stack(noise), torch.cat(labels)
+
+
+def atomic_savez(path: Path, *arrays, **named) -> None:
+    """np.savez to a temporary name, flushed to disk, then renamed: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, *arrays, **named)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def seeds_done(parts: Path) -> set[int]:
+    done: set[int] = set()
+    for path in parts.glob("seeds-*.npz"):
+        with np.load(path) as part:
+            done.update(part["seeds"].tolist())
+    return done
+
+
+def merge(out: Path, seeds: list[int]) -> Path:
+    """OUT/samples.npz with every requested seed exactly once, in the order requested."""
+    rows: dict[int, tuple[np.ndarray, int]] = {}
+    for path in sorted((out / "parts").glob("seeds-*.npz")):
+        with np.load(path) as part:
+            for s, x, y in zip(part["seeds"].tolist(), part["samples"], part["labels"]):
+                if s in rows:
+                    raise RuntimeError(f"seed {s} was written twice (again in {path.name})")
+                rows[s] = (x, int(y))
+    missing = [s for s in seeds if s not in rows]
+    if missing:
+        raise RuntimeError(f"{len(missing)} seeds have no sample (first {missing[:5]}); rerun to finish them")
+    samples = np.stack([rows[s][0] for s in seeds])
+    labels = np.array([rows[s][1] for s in seeds], dtype=np.int64)
+    path = out / "samples.npz"
+    atomic_savez(path, samples, labels, seeds=np.array(seeds, dtype=np.int64))
+    for tmp in (out / "parts").glob(".*.tmp-*"):  # left by a killed run
+        tmp.unlink()
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sgg_kernels.generate", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help=f"{', '.join(BUILTIN_MODELS)}, or module:callable returning "
+                   "the model or (model, weak model)")
+    p.add_argument("--seeds", required=True, help="seeds, e.g. 0-49999 (inclusive) or 0-9,100-109")
+    p.add_argument("--out", required=True, type=Path, help="output folder (parts/, config.json, samples.npz)")
+    p.add_argument("--schedule", default="sgg:3,2,0.5", help="none | cfg:S | ag:W | interval:S,T_LO,T_HI | "
+                   "sgg:S,W,TAU (default sgg:3,2,0.5)")
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--solver", choices=SOLVERS, default="euler")
+    p.add_argument("--grid", choices=GRIDS, default="uniform")
+    p.add_argument("--shift", type=float, default=3.0, help="the sd3 grid's shift")
+    p.add_argument("--classes", type=int, help="labels are drawn in [0, CLASSES) (default: the model's)")
+    p.add_argument("--shape", help="one sample's shape, e.g. 4,64,64 (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--branch-parallel", type=int, choices=(1, 2), default=1,
+                   help="2: groups of 2 ranks share each batch's guidance branches (the world must be even)")
+    p.add_argument("--device", help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads for each process")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds any rank waits for the others")
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args, world: int) -> tuple[list[int], GuidanceSchedule, Source]:
+    """Every option checked, before a process group or a file exists; errors name the option."""
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        p.error(f"--seeds: {e}")
+    try:
+        schedule = parse_schedule(args.schedule)
+    except ValueError as e:
+        p.error(f"--schedule: {e}")
+    for option in ("steps", "batch_size", "timeout", "threads"):
+        value = getattr(args, option)
+        if value is not None and not value > 0:
+            p.error(f"--{option.replace('_', '-')} must be positive, got {value}")
+    if world % args.branch_parallel:
+        p.error(f"--branch-parallel {args.branch_parallel}: a world of {world} ranks does not divide into groups "
+                f"of {args.branch_parallel}")
+    try:
+        shape = tuple(int(s) for s in args.shape.split(",")) if args.shape else None
+    except ValueError:
+        p.error(f"--shape must be sizes separated by commas, like 4,64,64; got {args.shape!r}")
+    try:
+        plan = schedule.plan(timestep_grid(args.steps, args.grid, args.shift)[:-1])
+    except ValueError as e:
+        p.error(f"--schedule {args.schedule} on --steps {args.steps} --grid {args.grid}: {e}")
+    try:
+        source = load_source(args.model, args.classes, shape)
+    except (ValueError, ImportError, AttributeError) as e:
+        p.error(f"--model: {e}")
+    if any(plan.weak) and source.weak is None:
+        p.error(f"--schedule {args.schedule} uses a weak model but --model {args.model} gives none")
+    if source.num_classes < 1:
+        p.error(f"--classes must be at least 1, got {source.num_classes}")
+    return seeds, schedule, source
+
+
+def settings(args, source: Source) -> dict:
+    """What decides the samples, stored in OUT/config.json: a rerun must match it."""
+    return {"model": args.model, "schedule": args.schedule, "steps": args.steps, "solver": args.solver,
+            "grid": args.grid, "shift": args.shift, "classes": source.num_classes, "shape": list(source.shape)}
+
+
+def main(argv: Optional[list[str]] = None) -> Path:
+    p = build_parser()
+    args = p.parse_args(argv)
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    seeds, schedule, source = check_args(p, args, world)
+    config, config_path = settings(args, source), args.out / "config.json"
+    if config_path.exists() and json.loads(config_path.read_text()) != config:
+        old = json.loads(config_path.read_text())
+        diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in config.items() if old.get(k) != v)
+        p.error(f"--out {args.out} holds samples made with other settings ({diff}); use another folder")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available()
+                                          else "cpu"))
+    for m in (source.model, source.weak):
+        if isinstance(m, torch.nn.Module):
+            m.to(device)
+    distributed = world > 1
+    if distributed:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=args.timeout))
+    try:
+        return _generate(args, seeds, schedule, source, config, device, world, rank)
+    finally:
+        if distributed:
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _generate(args, seeds, schedule, source, config, device, world, rank) -> Path:
+    bp = args.branch_parallel
+    groups = world // bp
+    branch_group = None
+    if bp == 2:  # every rank creates every pair, in the same order, as new_group requires
+        pairs = [dist.new_group([2 * g, 2 * g + 1]) for g in range(groups)]
+        branch_group = BranchGroup(pairs[rank // 2], split_batch=False)  # whole batches: any model is exact
+    parts = args.out / "parts"
+    done = seeds_done(parts) if parts.exists() else set()
+    if rank == 0:
+        parts.mkdir(parents=True, exist_ok=True)
+        if not (args.out / "config.json").exists():
+            tmp = args.out / f".config.json.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps(config, indent=1))
+            os.replace(tmp, args.out / "config.json")
+    if world > 1:
+        dist.barrier()  # every rank has read what is done before any writes more
+    start = time.perf_counter()
+    batches = [seeds[i:i + args.batch_size] for i in range(0, len(seeds), args.batch_size)]
+    mine = [[s for s in b if s not in done] for k, b in enumerate(batches) if k % groups == rank // bp]
+    mine = [b for b in mine if b]
+    bar = tqdm(total=sum(map(len, mine)), disable=rank != 0, unit="sample", desc="generate (rank 0's share)")
+    for todo in mine:
+        noise, labels = seed_inputs(todo, source)
+        out = sample(source.model, labels.to(device), schedule, noise=noise.to(device),
+                     null_cond=source.null_labels(len(todo)).to(device), weak_model=source.weak,
+                     num_steps=args.steps, grid=args.grid, shift=args.shift, solver=args.solver,
+                     batch_cond_uncond=False, branch_group=branch_group)
+        if rank % bp == 0:  # one writer per group
+            atomic_savez(parts / f"seeds-{todo[0]:09d}-{todo[-1]:09d}.npz", samples=out.x.cpu().numpy(),
+                         labels=labels.numpy(), seeds=np.array(todo, dtype=np.int64))
+        bar.update(len(todo))
+    bar.close()
+    if world > 1:
+        dist.barrier()  # every part is written
+    seconds = time.perf_counter() - start
+    path = args.out / "samples.npz"
+    if rank == 0:
+        path = merge(args.out, seeds)
+        print(f"wrote {path}: {len(seeds)} samples of shape {list(source.shape)}; generated "
+              f"{sum(map(len, mine))} per group in {seconds:.2f} s")
+    return path
+
+
+if __name__ == "__main__":
+    main()
