@@ -23,7 +23,7 @@ uncond as one batch of 2B, so it matches under the same condition.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -106,6 +106,41 @@ def _rows(value: Any, start: int, stop: int, batch: int, name: str) -> Any:
     return pytree.tree_map(cut, value)
 
 
+def exchange(group: BranchGroup, pieces: tuple[list[Piece], list[Piece]], outputs: list[Tensor],
+             x: Tensor) -> list[list[Tensor]]:
+    """Every rank's outputs, by one all_gather of equal-size buffers (the shorter one zero-padded)."""
+    rows = [sum(stop - start for _, start, stop in p) for p in pieces]
+    width = max(rows)
+    mine = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+    if mine.shape[0] < width:
+        mine = torch.cat([mine, mine.new_zeros((width - mine.shape[0], *x.shape[1:]))])
+    gathered = x.new_empty((GROUP_SIZE * width, *x.shape[1:]))
+    _all_gather(gathered, mine.contiguous(), group=group.group)
+    result = []
+    for r, rank_pieces in enumerate(pieces):
+        sizes = [stop - start for _, start, stop in rank_pieces]
+        result.append(list(gathered[r * width:r * width + rows[r]].split(sizes)))
+    return result
+
+
+def evaluate_branches(branch_group: Any, branches: tuple[str, ...], evaluate: Callable[[str], Tensor],
+                      x: Tensor) -> dict[str, Tensor]:
+    """Each prediction in `branches` (cond first), evaluated once over a group of 2 on whole batches
+    (rank 0 cond, plus weak when all three are needed; rank 1 the other) and exchanged by one all_gather.
+
+    For pipelines with their own loop (the SD3 drop-in): evaluate(branch) runs the network for one branch
+    at the latents x, which every rank holds identically."""
+    group = as_branch_group(branch_group)
+    pieces = assign(branches, x.shape[0], split_batch=False)
+    mine = pieces[group.rank()]
+    outputs = [evaluate(branch) for branch, _, _ in mine]
+    if pieces[0] == pieces[1]:
+        return dict(zip(branches, outputs))
+    by_rank = exchange(group, pieces, outputs, x)
+    return {branch: out for rank_pieces, rank_outputs in zip(pieces, by_rank)
+            for (branch, _, _), out in zip(rank_pieces, rank_outputs)}
+
+
 class BranchParallelEvaluator(_Evaluator):
     """The sampler's evaluator with the step's pieces spread over a BranchGroup (see the module doc)."""
 
@@ -121,21 +156,6 @@ class BranchParallelEvaluator(_Evaluator):
         what = branch if (start, stop) == (0, x.shape[0]) else f"{branch} rows {start}:{stop}"
         return self._run(fn, x[start:stop], t, _rows(cond, start, stop, x.shape[0], name), where, what)
 
-    def _exchange(self, pieces: tuple[list[Piece], list[Piece]], outputs: list[Tensor], x: Tensor) -> list[list[Tensor]]:
-        """Every rank's outputs, by one all_gather of equal-size buffers (the shorter one zero-padded)."""
-        rows = [sum(stop - start for _, start, stop in p) for p in pieces]
-        width = max(rows)
-        mine = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-        if mine.shape[0] < width:
-            mine = torch.cat([mine, mine.new_zeros((width - mine.shape[0], *x.shape[1:]))])
-        gathered = x.new_empty((GROUP_SIZE * width, *x.shape[1:]))
-        _all_gather(gathered, mine.contiguous(), group=self.group.group)
-        result = []
-        for r, rank_pieces in enumerate(pieces):
-            sizes = [stop - start for _, start, stop in rank_pieces]
-            result.append(list(gathered[r * width:r * width + rows[r]].split(sizes)))
-        return result
-
     def __call__(self, i: int, x: Tensor, t: Tensor, t_value: float, label: str = ""):
         plan = self.tables.plan
         branches = tuple(b for b, on in zip(BRANCHES, (True, plan.uncond[i], plan.weak[i])) if on)
@@ -148,7 +168,7 @@ class BranchParallelEvaluator(_Evaluator):
         if pieces[0] == pieces[1]:  # both ranks ran the same evaluation: nothing to exchange
             pieces, by_rank = pieces[:1], [outputs]
         else:
-            by_rank = self._exchange(pieces, outputs, x)
+            by_rank = exchange(self.group, pieces, outputs, x)
         parts = {b: [] for b in branches}
         for rank_pieces, rank_outputs in zip(pieces, by_rank):
             for (branch, start, _), out in zip(rank_pieces, rank_outputs):

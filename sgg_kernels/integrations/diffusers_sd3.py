@@ -22,6 +22,7 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_output import StableDiffusi
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
 from diffusers.utils import logging
 
+from ..distributed import as_branch_group, evaluate_branches
 from ..sampler import GuidanceTables
 from ..schedule import SHAPES, GuidanceSchedule, Segment
 
@@ -182,8 +183,11 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
         output_type: str = "pil", return_dict: bool = True, joint_attention_kwargs: Optional[dict] = None,
         clip_skip: Optional[int] = None, callback_on_step_end: Optional[Callable] = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), max_sequence_length: int = 256,
-        mu: Optional[float] = None,
+        mu: Optional[float] = None, branch_group=None,
     ):
+        """The official SGG pipeline's call; `branch_group` (a process group of 2, or a BranchGroup) spreads
+        each step's passes over two ranks (sgg_kernels.distributed.evaluate_branches); every rank of the
+        group makes the same call and gets the same latents."""
         height = height or self.default_sample_size * self.vae_scale_factor
         width = width or self.default_sample_size * self.vae_scale_factor
         self.check_inputs(prompt, prompt_2, prompt_3, height, width, negative_prompt=negative_prompt,
@@ -200,6 +204,8 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                 skip_layer_guidance_scale, skip_layer_guidance_start, skip_layer_guidance_end, cfg_schedule, cfg_d_w,
                 slg_schedule, slg_d_w, has_skip_layers=skip_guidance_layers is not None)
         self._check_skip_layers(skip_guidance_layers, guidance_schedule)
+        if branch_group is not None:
+            as_branch_group(branch_group).rank()  # a bad group is refused before any pass
         self._guidance_scale, self._clip_skip = guidance_scale, clip_skip
         self._joint_attention_kwargs, self._interrupt = joint_attention_kwargs, False
         device = self._execution_device
@@ -230,22 +236,19 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
         timesteps = self._timesteps(latents, num_inference_steps, sigmas, mu, device)
         stepper = FlowMatchGuidedStep(self.scheduler, guidance_schedule, device)
         self._num_timesteps = len(timesteps)
-        cond_inputs = (prompt_embeds, pooled_prompt_embeds)
-        batched_inputs = (torch.cat([negative_prompt_embeds, prompt_embeds]),
-                          torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds])) if uses_uncond else None
+        inputs = {"cond": (prompt_embeds, pooled_prompt_embeds), "weak": (prompt_embeds, pooled_prompt_embeds),
+                  "uncond": (negative_prompt_embeds, negative_pooled_prompt_embeds)}
+        if uses_uncond:  # for one batched cond/uncond forward, negative first as in diffusers
+            inputs["batched"] = (torch.cat([negative_prompt_embeds, prompt_embeds]),
+                                 torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds]))
 
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
                 need_uncond, need_weak = stepper.needs(i)
-                uncond = weak = None
-                if need_uncond:  # one batched forward, negative first as in diffusers
-                    uncond, cond = self._predict(torch.cat([latents, latents]), t, batched_inputs).chunk(2)
-                else:
-                    cond = self._predict(latents, t, cond_inputs)
-                if need_weak:
-                    weak = self._predict(latents, t, cond_inputs, skip_layers=list(skip_guidance_layers))
+                cond, uncond, weak = self._predictions(latents, t, need_uncond, need_weak, inputs,
+                                                       skip_guidance_layers, branch_group)
                 # A callback may keep the latents it is shown, so those steps write a new tensor.
                 latents = stepper.step(i, latents, cond, uncond, weak, in_place=callback_on_step_end is None)
                 if callback_on_step_end is not None:
@@ -261,6 +264,24 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                                                      output_type=output_type)
         self.maybe_free_model_hooks()
         return StableDiffusion3PipelineOutput(images=image) if return_dict else (image,)
+
+    def _predictions(self, latents: Tensor, t: Tensor, need_uncond: bool, need_weak: bool, inputs: dict,
+                     skip_layers, branch_group) -> tuple:
+        """cond, uncond and weak for one step (None where the step does not use it)."""
+        def predict(branch):
+            return self._predict(latents, t, inputs[branch], list(skip_layers) if branch == "weak" else None)
+
+        branches = ("cond",) + ("uncond",) * need_uncond + ("weak",) * need_weak
+        if branch_group is not None:
+            preds = evaluate_branches(branch_group, branches, predict, latents)
+        elif need_uncond:
+            preds = dict(zip(("uncond", "cond"), self._predict(torch.cat([latents, latents]), t,
+                                                               inputs["batched"]).chunk(2)))
+        else:
+            preds = {"cond": predict("cond")}
+        if need_weak and "weak" not in preds:
+            preds["weak"] = predict("weak")
+        return preds["cond"], preds.get("uncond"), preds.get("weak")
 
     def _predict(self, latents: Tensor, t: Tensor, inputs: tuple[Tensor, Tensor], skip_layers=None) -> Tensor:
         embeds, pooled = inputs
