@@ -5,6 +5,7 @@
 #
 #   scripts/stress_multiprocess.sh                 # 20 runs per test, 2 burners, 600 s per run
 #   RUNS=5 PYTHON=/path/to/python scripts/stress_multiprocess.sh
+#   FILES="tests/test_distributed_sd3.py" scripts/stress_multiprocess.sh
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -14,8 +15,11 @@ RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-600}  # above the tests' own 300-s waits
 LOG_DIR=${LOG_DIR:-build/stress-multiprocess}
 mkdir -p "$LOG_DIR"
 
-# Node ids, one per line ("tests/test_x.py::test_y[param]"); the summary line has no "::".
-mapfile -t TESTS < <("$PYTHON" -m pytest -q --collect-only -p no:cacheprovider -m multiprocess tests 2>/dev/null | grep '::')
+# One unit per test file, run with -m multiprocess: a file's multi-process tests share one spawn (a
+# module fixture), so running them by node id would repeat that spawn per test. FILES=... picks some.
+mapfile -t TESTS < <(if [ -n "${FILES:-}" ]; then printf '%s\n' $FILES; else
+    "$PYTHON" -m pytest -q --collect-only -p no:cacheprovider -m multiprocess tests 2>/dev/null | grep '::' |
+    cut -d: -f1 | sort -u; fi)
 if [ "${#TESTS[@]}" -eq 0 ]; then
     echo "stress_multiprocess: no test is marked multiprocess (or collection failed)" >&2
     exit 1
@@ -44,7 +48,7 @@ for test in "${TESTS[@]}"; do
         log="$LOG_DIR/$slug.run$run.log"
         start=$(date +%s)
         # In the background so that an interrupt reaches the trap at once (timeout passes it on to pytest).
-        timeout -k 10 "$RUN_TIMEOUT_S" "$PYTHON" -m pytest -q -p no:cacheprovider "$test" >"$log" 2>&1 &
+        timeout -k 10 "$RUN_TIMEOUT_S" "$PYTHON" -m pytest -q -p no:cacheprovider -m multiprocess "$test" >"$log" 2>&1 &
         RUN_PID=$!
         wait "$RUN_PID"
         rc=$?
