@@ -159,7 +159,7 @@ class BranchParallelEvaluator(_Evaluator):
     def __call__(self, i: int, x: Tensor, t: Tensor, t_value: float, label: str = ""):
         plan = self.tables.plan
         branches = tuple(b for b, on in zip(BRANCHES, (True, plan.uncond[i], plan.weak[i])) if on)
-        where = f"step {i + 1}/{self.tables.num_steps}{label} (t={t_value:.4g}, {self.tables.active(i)})"
+        where = self.where(i, t_value, label)
         pieces = assign(branches, x.shape[0], self.group.split_batch)
         nfe = self.nfe
         outputs = [self._piece(p, x, t, where) for p in pieces[self.rank]]
