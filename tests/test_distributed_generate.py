@@ -6,7 +6,6 @@ WORLD_SIZE, MASTER_ADDR, MASTER_PORT), which skips torchrun's own agent process 
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from spawned_workers import free_port
 
 from sgg_kernels.generate import main, parse_seeds
 
@@ -84,12 +84,6 @@ def models(tmp_path, monkeypatch):
     yield tmp_path
     torch.set_num_threads(threads)  # main(--threads 1) set it for this process
     sys.modules.pop("gen_models", None)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(argv, world, models_dir, **env):

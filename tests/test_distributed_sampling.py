@@ -5,12 +5,12 @@ errors for a group of the wrong size and for a group it is not in. The workers w
 the assertions are made here.
 """
 import datetime
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from spawned_workers import free_port, spawn_and_wait
 
 from sgg_kernels import GuidanceSchedule
 from sgg_kernels.demo.models import VelocityMLP
@@ -118,24 +118,11 @@ def worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("branch_parallel")
-    context = mp.start_processes(worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=False,
-                                 start_method="spawn")
-    for _ in range(2 * TIMEOUT_S):
-        if context.join(timeout=1):
-            break
-    else:
-        for process in context.processes:
-            process.kill()
-        pytest.fail(f"the {WORLD}-process branch-parallel run did not finish in {2 * TIMEOUT_S} s")
+    spawn_and_wait(worker, (free_port(), str(out_dir)), WORLD, 2 * TIMEOUT_S,
+                   f"the {WORLD}-process branch-parallel run")
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
 
 

@@ -1,12 +1,12 @@
 """The SD3 drop-in with a branch group of 2 CPU processes (gloo): both ranks end with the same latents,
 equal to the single-process pipeline's, and the two ranks together run the plan's evaluations once."""
 import datetime
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from spawned_workers import free_port, spawn_and_wait
 
 pytest.importorskip("diffusers")
 pytestmark = [pytest.mark.multiprocess,
@@ -50,23 +50,9 @@ def worker(rank, port, out_dir, tests_dir):
         dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_branch_parallel_drop_in_equals_the_single_process_pipeline(tmp_path, request):
     tests_dir = str(request.path.parent)
-    context = mp.start_processes(worker, args=(free_port(), str(tmp_path), tests_dir), nprocs=2, join=False,
-                                 start_method="spawn")
-    for _ in range(2 * TIMEOUT_S):
-        if context.join(timeout=1):
-            break
-    else:
-        for process in context.processes:
-            process.kill()
-        pytest.fail(f"the 2-process SD3 run did not finish in {2 * TIMEOUT_S} s")
+    spawn_and_wait(worker, (free_port(), str(tmp_path), tests_dir), 2, 2 * TIMEOUT_S, "the 2-process SD3 run")
     (x0, n0), (x1, n1) = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     single, n_single = run_pipeline()
     assert torch.equal(x0, x1)  # identical on both ranks without a broadcast

@@ -11,7 +11,7 @@ import datetime
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from spawned_workers import spawn_and_wait
 
 import sgg_kernels  # noqa: F401
 from sgg_kernels.training import W2SLoss
@@ -80,19 +80,8 @@ def ddp_worker(rank, store_path, out_path):
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 def test_ddp_step_gradients_equal_single_process(tmp_path):
     out_path = tmp_path / "ddp_grads.pt"
-    context = mp.start_processes(ddp_worker, args=(str(tmp_path / "store"), str(out_path)), nprocs=WORLD,
-                                 join=False, start_method="spawn")
-    try:
-        for _ in range(TIMEOUT_S):
-            if context.join(timeout=1):
-                break
-        else:
-            pytest.fail(f"the {WORLD}-process DDP step did not finish in {TIMEOUT_S} s")
-    finally:
-        for process in context.processes:  # a rank left over after a failure must not outlive the test
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=10)
+    spawn_and_wait(ddp_worker, (str(tmp_path / "store"), str(out_path)), WORLD, TIMEOUT_S,
+                   f"the {WORLD}-process DDP step")
 
     torch.manual_seed(0)
     model = TinyFlowModel()
