@@ -133,7 +133,9 @@ def extension():
     # -fopenmp: at::parallel_for is an inline OpenMP loop; without it the kernels run on one thread.
     # -ffp-contract=off: GCC would fuse the SIMD mul+add into FMA, so the AVX builds, the scalar tail
     # and the strided walk would round differently; unfused, every path agrees bit for bit.
-    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-unknown-pragmas", *system_includes("cxx")]
+    # -Wno-psabi: GCC's note that passing 32-byte vectors by value changed ABI in GCC 4.6 (the kernels
+    # are internal; nothing outside calls them with vector arguments).
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-unknown-pragmas", "-Wno-psabi", *system_includes("cxx")]
     cpu_sources = [s for s in sources("*.cpp") + sources("cpu/*.cpp") if s not in SIMD_SOURCES]
     # py_limited_api: no libtorch_python and no Python symbols, so the library loads in plain C++.
     if not CUDA_HOME:
