@@ -146,7 +146,13 @@ def _check_scale(name: str, value: float, minimum: float = 0.0) -> float:
 
 @dataclass(frozen=True)
 class GuidanceSchedule:
-    """A sum of guidance segments; `weights()` gives the per-step (lam_cdg, lam_cag) table."""
+    """A sum of guidance segments; `weights()` gives the per-step (lam_cdg, lam_cag) table.
+
+    Noise levels follow flow matching, x_t = (1 - t) x0 + t eps: t = 1 is pure noise (the first step),
+    t = 0 the data, and sampling runs t downwards (diffusers' schedulers call this t sigma). A segment
+    on lo < t <= hi is active while the noise is in that range, so a high interval acts early in
+    sampling; step intervals count from step 1, the one at t = 1. Other conventions: docs/schedules.md.
+    """
 
     segments: tuple[Segment, ...] = ()
 
