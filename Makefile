@@ -11,6 +11,7 @@ $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps k-diffusion==0.1.1.post1   # its sampling module's imports: requirements-dev.txt
 	# Source checkout on the path (like `pip install -e .`, without a second build of the extension).
 	$(PY) -c "import site; open(site.getsitepackages()[0] + '/sgg_kernels_dev.pth', 'w').write('$(CURDIR)\n')"
 	touch $@

@@ -189,6 +189,7 @@ setup(
     extras_require={
         "triton": ["triton"],
         "diffusers": ["diffusers", "transformers", "accelerate"],
+        "k-diffusion": ["k-diffusion"],
         "demo": ["matplotlib"],
         "test": ["pytest", "pytest-benchmark", "hypothesis"],
     },

@@ -6,4 +6,6 @@
 - ``sgg_kernels.integrations.diffusers_sd3`` (``pip install .[diffusers]``): a drop-in for the official
   SGG SD3/SD3.5 pipeline on diffusers' StableDiffusion3Pipeline, and a guided Euler step for other
   flow-matching denoising loops.
+- ``sgg_kernels.integrations.k_diffusion``: ``SGGDenoiser``, SGG as the denoiser wrapper that
+  k-diffusion's samplers take (needs nothing extra; the tests and example use ``.[k-diffusion]``).
 """
