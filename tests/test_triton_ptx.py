@@ -1,7 +1,10 @@
-"""The Triton kernels compile for Hopper (sm_90) without a GPU, and the dense path moves 16 bytes
-per access. triton.compile is given the arguments the launcher passes, captured at launch time."""
+"""The Triton kernels compile for Hopper (sm_90) without a GPU: the dense path moves 16 bytes per
+access, the w2s_loss kernels fit in few registers (ptxas -v) and fuse no multiply-adds, and its grid
+stays inside CUDA's limits at any size. triton.compile is given the arguments the launcher passes,
+captured at launch time."""
 import os
 import re
+import subprocess
 from collections import Counter
 
 import pytest
@@ -21,29 +24,62 @@ except ImportError as e:
     pytest.skip(f"triton {triton.__version__} compiler internals moved: {e}", allow_module_level=True)
 
 import sgg_kernels.triton_kernels as tk  # noqa: E402
+import sgg_kernels.triton_w2s_loss as tw  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
+PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+# At most 96 registers per thread: 5 or more 4-warp programs per SM (65536 registers). The previous
+# BLOCK = 4096 used 168-255 with a stack in float64.
+REGISTER_LIMIT = 96
+
+
+class Capture:
+    """Stands in for a kernel: records (grid, compiled kernel or None) instead of launching."""
+
+    def __init__(self, kernel, compiled, compile_it=True):
+        self.kernel, self.compiled, self.compile_it = kernel, compiled, compile_it
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            if not self.compile_it:
+                self.compiled.append((grid, None))
+                return
+            kernel, backend = self.kernel, triton_backends["nvidia"].compiler(HOPPER)
+            bound, specialization, options = create_function_from_signature(
+                kernel.signature, kernel.params, backend)(*args, **kwargs)
+            options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
+            src = ASTSource(kernel, signature, constexprs, attrs)
+            self.compiled.append((grid, triton.compile(src, target=HOPPER, options=options.__dict__)))
+        return run
+
+
+def capture(monkeypatch, module, names, launch, compile_it=True) -> list:
+    """[(grid, compiled)] of the kernels `names` of `module` that launch() would launch (on CPU tensors)."""
+    compiled = []
+    for name in names:
+        monkeypatch.setattr(module, name, Capture(getattr(module, name), compiled, compile_it))
+    launch()
+    return compiled
 
 
 def compile_ptx(monkeypatch, out, x, cond, uncond, weak, weights, step) -> str:
     """PTX of the kernel that launch_triton would launch for these tensors (they may live on the CPU)."""
-    kernel, backend, compiled = tk._guided_step_kernel, triton_backends["nvidia"].compiler(HOPPER), []
-
-    class Capture:
-        def __getitem__(self, grid):
-            def run(*args, **kwargs):
-                bound, specialization, options = create_function_from_signature(
-                    kernel.signature, kernel.params, backend)(*args, **kwargs)
-                options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization,
-                                                                          options)
-                src = ASTSource(kernel, signature, constexprs, attrs)
-                compiled.append(triton.compile(src, target=HOPPER, options=options.__dict__))
-            return run
-
-    monkeypatch.setattr(tk, "_guided_step_kernel", Capture())
-    tk.launch_triton(out, x, cond, uncond, weak, weights, step)
+    compiled = capture(monkeypatch, tk, ["_guided_step_kernel"],
+                       lambda: tk.launch_triton(out, x, cond, uncond, weak, weights, step))
     assert len(compiled) == 1
-    return compiled[0].asm["ptx"]
+    return compiled[0][1].asm["ptx"]
+
+
+def ptxas_usage(ptx: str, tmp_path) -> tuple:
+    """(registers, spill and stack bytes) that ptxas -v reports for sm_90a."""
+    source = tmp_path / "kernel.ptx"
+    source.write_text(ptx)
+    run = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", str(source), "-o", str(tmp_path / "kernel.cubin")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    registers = int(re.search(r"Used (\d+) registers", run.stderr).group(1))
+    spilled = sum(int(n) for n in re.findall(r"(\d+) bytes (?:spill stores|spill loads|stack frame)", run.stderr))
+    return registers, spilled
 
 
 def global_accesses(ptx: str) -> Counter:
@@ -68,3 +104,42 @@ def test_strided_path_compiles(monkeypatch):
     x, cond, uncond, weak, weights, step = operands((2, 4, 6, 5), torch.float16, "slice", True, True, False)
     ptx = compile_ptx(monkeypatch, torch.empty(x.shape, dtype=x.dtype), x, cond, uncond, weak, weights, step)
     assert global_accesses(ptx)[("st", "b16")] >= 1
+
+
+def w2s_launch(dtype, has_weak=True, has_mid=True, shape=(2, 4, 33, 17)):
+    g = torch.Generator().manual_seed(0)
+    v, u, weak, mid = (torch.randn(shape, generator=g).to(dtype) for _ in range(4))
+    weak, mid = (weak if has_weak else None), (mid if has_mid else None)
+    coefs = torch.rand(shape[0], 3, generator=g)
+    loss = torch.empty(shape[0], dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+
+    def launch():
+        tw.forward_triton(loss, v, u, weak, mid, coefs)
+        tw.backward_triton(torch.empty_like(v), None if mid is None else torch.empty_like(v), torch.ones_like(loss),
+                           v, u, weak, mid, coefs)
+    return launch
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_w2s_kernels_fit_in_few_registers_and_fuse_no_multiply_adds(monkeypatch, tmp_path, dtype):
+    kernels = capture(monkeypatch, tw, ["_w2s_forward_kernel", "_w2s_backward_kernel"], w2s_launch(dtype))
+    assert len(kernels) == 2
+    for _, compiled in kernels:
+        ptx = compiled.asm["ptx"]
+        assert not re.search(r"\bfma\.", ptx), "a fused multiply-add: the CPU kernel rounds the product first"
+        registers, spilled = ptxas_usage(ptx, tmp_path)
+        assert registers <= REGISTER_LIMIT and spilled == 0, (compiled.name, registers, spilled)
+
+
+def test_w2s_grid_stays_within_cuda_launch_limits(monkeypatch):
+    # 2**29 elements per sample (more than 65535 * 4096): the chunk count must not be on grid axis 1
+    # or 2 (65535 at most); axis 0 takes 2**31 - 1. expand() gives the size without the memory.
+    n = 2**29
+    v = torch.zeros(1).expand(3, n)
+    coefs = torch.zeros(3)
+    grids = capture(monkeypatch, tw, ["_w2s_forward_kernel", "_w2s_backward_kernel"], lambda: (
+        tw.forward_triton(torch.empty(3), v, v, None, None, coefs),
+        tw.backward_triton(v, None, torch.ones(3), v, v, None, None, coefs)), compile_it=False)
+    assert len(grids) == 2
+    for grid, _ in grids:
+        assert len(grid) == 1 and 3 * n <= grid[0] * tw.BLOCK < 3 * n + 3 * tw.BLOCK and grid[0] < 2**31
