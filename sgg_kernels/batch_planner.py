@@ -157,6 +157,25 @@ def plan_step(positions: Sequence[RequestPosition], device: torch.device) -> Ste
                     euler_rows)
 
 
+def apply_update(plan: StepPlan, x: Tensor, cond: Tensor, uncond: Optional[Tensor],
+                 weak: Optional[Tensor]) -> Optional[Tensor]:
+    """The guided update of every row of `x` (in the plan's order), in place: one `guided_step_` per
+    class over contiguous views, so no prediction is copied and no row reads a branch it lacks.
+    `uncond` and `weak` hold only the plan's uncond and weak rows. Returns the Heun predictors' Euler
+    points (rows of a tensor shaped like x; None when no row predicts), computed before x changes."""
+    x_euler = torch.empty_like(x) if any(g.predict_start < g.stop for g in plan.groups) else None
+    for g in plan.groups:
+        rows = slice(g.start, g.stop)
+        u = uncond[g.start - plan.uncond.start:g.stop - plan.uncond.start] if g.uncond else None
+        w = weak[g.start - plan.weak.start:g.stop - plan.weak.start] if g.weak else None
+        if g.predict_start < g.stop:
+            p, skip = slice(g.predict_start, g.stop), g.predict_start - g.start
+            x_euler[p] = torch.ops.sgg.guided_step(x[p], cond[p], None if u is None else u[skip:],
+                                                   None if w is None else w[skip:], plan.weights[p], plan.euler[p])
+        torch.ops.sgg.guided_step_(x[rows], cond[rows], u, w, plan.weights[rows], plan.step[rows])
+    return x_euler
+
+
 def _parts(buffer: Tensor, rows: int) -> list[Tensor]:
     """The buffer's contiguous parts: t [B], then weights, Euler and step coefficients [B, 2] each."""
     parts = buffer.split([rows * w for w in TABLE_WIDTHS])

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .batch_planner import RequestPosition, StepPlan, plan_step
+from .batch_planner import RequestPosition, StepPlan, apply_update, plan_step
 from .batch_rows import bucket_key, concat_rows, take_rows
 from .evaluators import Model, check_prediction
 from .sampler import SampleOutput, prepare
@@ -166,17 +166,7 @@ class GuidanceEngine:
         x_in = torch.cat([h.x_euler if h.position.correcting else h.x for h in ordered])
         x = x_in if not any(h.position.correcting for h in ordered) else torch.cat([h.x for h in ordered])
         cond, uncond, weak = self._evaluate(plan, ordered, x_in)
-        x_euler = torch.empty_like(x) if any(g.predict_start < g.stop for g in plan.groups) else None
-        for g in plan.groups:
-            rows = slice(g.start, g.stop)
-            u = uncond[g.start - plan.uncond.start:g.stop - plan.uncond.start] if g.uncond else None
-            w = weak[g.start - plan.weak.start:g.stop - plan.weak.start] if g.weak else None
-            if g.predict_start < g.stop:  # Heun predictors: x_euler from x before x is updated
-                p, off = slice(g.predict_start, g.stop), g.predict_start - g.start
-                x_euler[p] = torch.ops.sgg.guided_step(x[p], cond[p], u[off:] if u is not None else None,
-                                                       w[off:] if w is not None else None, plan.weights[p],
-                                                       plan.euler[p])
-            torch.ops.sgg.guided_step_(x[rows], cond[rows], u, w, plan.weights[rows], plan.step[rows])
+        x_euler = apply_update(plan, x, cond, uncond, weak)
         for h, (start, stop) in zip(ordered, plan.blocks):
             self._advance(h, x[start:stop], None if x_euler is None else x_euler[start:stop],
                           (cond, uncond, weak), plan, start, stop)
