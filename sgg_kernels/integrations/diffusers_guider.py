@@ -25,7 +25,7 @@ with step segments only never read it.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,7 @@ from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.sgg.*)
 from ..schedule import GuidanceSchedule
+from .skip_layers import SkipLayers, normalize_skip_layers
 from .weak_pass import arm_weak_pass, check_skip_layers, disarm
 
 COND, UNCOND, WEAK = "pred_cond", "pred_uncond", "pred_weak"
@@ -44,7 +45,8 @@ class SGGGuider(BaseGuidance):
 
     Args:
         schedule: a `GuidanceSchedule`, or its `to_dict()` form (what the saved config holds).
-        skip_layers: block indices of the denoiser's main block list skipped in the weak pass.
+        skip_layers: blocks skipped in the weak pass: indices into the denoiser's main block list, or a dict
+            from block-list name to indices (`skip_layers.skip_layer_candidates` lists them).
         weak_model: a separate weak denoiser called exactly as the pipeline calls its own; not saved
             in the config (pass it again to `from_pretrained`).
         num_train_timesteps: t = timestep / num_train_timesteps for noise-level segments.
@@ -53,7 +55,7 @@ class SGGGuider(BaseGuidance):
 
     _input_predictions = [COND, UNCOND, WEAK]
 
-    def __init__(self, schedule: Union[GuidanceSchedule, dict], skip_layers: Optional[Sequence[int]] = None,
+    def __init__(self, schedule: Union[GuidanceSchedule, dict], skip_layers: Optional[SkipLayers] = None,
                  weak_model: Optional[Callable] = None, num_train_timesteps: int = 1000, enabled: bool = True):
         super().__init__(0.0, 1.0, enabled)
         if isinstance(schedule, dict):
@@ -61,9 +63,7 @@ class SGGGuider(BaseGuidance):
         if not isinstance(schedule, GuidanceSchedule):
             raise TypeError(f"schedule must be a GuidanceSchedule or its to_dict() form, got {type(schedule).__name__}")
         if skip_layers is not None:
-            if isinstance(skip_layers, int) or not all(isinstance(k, int) for k in skip_layers) or not skip_layers:
-                raise ValueError(f"skip_layers must be a non-empty list of block indices, got {skip_layers!r}")
-            skip_layers = list(skip_layers)
+            skip_layers = normalize_skip_layers(skip_layers)
         if skip_layers is not None and weak_model is not None:
             raise ValueError("give skip_layers or weak_model for the weak pass, not both")
         if any(seg.kind == "cag" for seg in schedule.segments) and skip_layers is None and weak_model is None:

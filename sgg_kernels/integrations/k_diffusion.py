@@ -28,14 +28,15 @@ import importlib
 import importlib.machinery
 import importlib.util
 import sys
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.sgg.*)
 from ..schedule import GuidanceSchedule
-from .weak_pass import BLOCK_LISTS, arm_weak_pass, check_skip_layers, disarm
+from .skip_layers import MAIN_BLOCK_LISTS, SkipLayers, normalize_skip_layers
+from .weak_pass import arm_weak_pass, check_skip_layers, disarm
 
 
 def edm_sigma_to_t(sigma: Tensor) -> Tensor:
@@ -63,13 +64,13 @@ def _inner_models(model: nn.Module):
         model = getattr(model, "inner_model", None)
 
 
-def _blocks_owner(model: nn.Module) -> nn.Module:
-    """The first of the model and its inner models that has a block list the weak pass can skip in."""
+def _blocks_owner(model: nn.Module, names: tuple[str, ...]) -> nn.Module:
+    """The first of the model and its inner models that has one of the named block lists."""
     for candidate in _inner_models(model):
-        if any(isinstance(getattr(candidate, name, None), nn.ModuleList) for name in BLOCK_LISTS):
+        if any(isinstance(getattr(candidate, name, None), nn.ModuleList) for name in names):
             return candidate
     raise ValueError(f"skip_layers: neither {type(model).__name__} nor the models it wraps (inner_model) have a "
-                     f"block list {BLOCK_LISTS}; give a weak_model instead")
+                     f"block list {names}; give a weak_model instead")
 
 
 class SGGDenoiser(nn.Module):
@@ -79,8 +80,9 @@ class SGGDenoiser(nn.Module):
         model: a k-diffusion denoiser, called as ``model(x, sigma, cond=..., **kwargs)``.
         schedule: a `GuidanceSchedule` with noise-level segments.
         weak_model: a separate weak denoiser with the same call (AutoGuidance).
-        skip_layers: block indices skipped in the weak pass, in the block list (``transformer_blocks``
-            or ``blocks``) of the model or of the first ``inner_model`` that has one.
+        skip_layers: blocks skipped in the weak pass: indices into the main block list (``transformer_blocks``
+            or ``blocks``), or a dict from block-list name to indices, of the model or of the first
+            ``inner_model`` that has such a list.
         sigma_to_t: ``"edm"`` (t = sigma / (1 + sigma); EDM and VP sigmas), ``"flow"`` (t = sigma;
             flow-matching models), or a function of the sigma tensor.
         batch_cond_uncond: run cond and uncond as one batched call where both are tensors of one
@@ -88,7 +90,7 @@ class SGGDenoiser(nn.Module):
     """
 
     def __init__(self, model: Callable, schedule: GuidanceSchedule, *, weak_model: Optional[Callable] = None,
-                 skip_layers: Optional[Sequence[int]] = None,
+                 skip_layers: Optional[SkipLayers] = None,
                  sigma_to_t: Union[str, Callable[[Tensor], Tensor]] = "edm", batch_cond_uncond: bool = True):
         super().__init__()
         if not callable(model):
@@ -106,12 +108,11 @@ class SGGDenoiser(nn.Module):
                              "(blocks of the model to skip) or weak_model (a separate denoiser); neither was given")
         self._skip_owner = None
         if skip_layers is not None:
-            if isinstance(skip_layers, int) or not skip_layers or not all(isinstance(k, int) for k in skip_layers):
-                raise ValueError(f"skip_layers must be a non-empty list of block indices, got {skip_layers!r}")
+            skip_layers = normalize_skip_layers(skip_layers)
             if not isinstance(model, nn.Module):
                 raise TypeError("skip_layers needs the model to be an nn.Module holding the blocks")
-            self._skip_owner = _blocks_owner(model)
-            skip_layers = list(skip_layers)
+            self._skip_owner = _blocks_owner(model, tuple(skip_layers) if isinstance(skip_layers, dict)
+                                             else MAIN_BLOCK_LISTS)
             check_skip_layers(self._skip_owner, skip_layers)
         if isinstance(sigma_to_t, str):
             if sigma_to_t not in SIGMA_TO_T:
