@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 pytest.importorskip("diffusers")
-from diffusers import (CogVideoXTransformer3DModel, FluxTransformer2DModel, HunyuanVideoTransformer3DModel,  # noqa: E402
-                       LTXVideoTransformer3DModel, MochiTransformer3DModel, SD3Transformer2DModel,
-                       UNet2DConditionModel)
+from diffusers import (CogVideoXTransformer3DModel, FluxTransformer2DModel,  # noqa: E402
+                       HunyuanVideoTransformer3DModel, LTXVideoTransformer3DModel, MochiTransformer3DModel,
+                       SD3Transformer2DModel, UNet2DConditionModel)
 
 from sgg_kernels import GuidanceSchedule  # noqa: E402
 from sgg_kernels.integrations.diffusers_guider import SGGGuider  # noqa: E402
@@ -52,10 +52,11 @@ def tiny(family, **sizes):
         x, fixed = torch.randn(1, 8, 4, generator=g), dict(num_frames=2, height=2, width=2)
         text = [dict(t, **mask) for t in text]
     elif family == "hunyuan_video":
-        model = HunyuanVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
-                                               num_layers=sizes.get("double", 2), num_single_layers=sizes.get("single", 2),
-                                               num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
-                                               pooled_projection_dim=8, rope_axes_dim=(2, 2, 4), guidance_embeds=False)
+        model = HunyuanVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2,
+                                               attention_head_dim=8, num_layers=sizes.get("double", 2),
+                                               num_single_layers=sizes.get("single", 2), num_refiner_layers=1,
+                                               patch_size=1, patch_size_t=1, text_embed_dim=16, pooled_projection_dim=8,
+                                               rope_axes_dim=(2, 2, 4), guidance_embeds=False)
         x, fixed = torch.randn(1, 4, 2, 2, 2, generator=g), {}
         text = [dict(t, **mask, pooled_projections=torch.randn(1, 8, generator=g)) for t in text]
     elif family == "cogvideox":
@@ -175,7 +176,7 @@ def test_hooks_are_removed_when_the_weak_pass_raises(case):
     model, x, fixed, cond, uncond = tiny(family)
     skipped = [model.transformer_blocks[k] for k in skip_layers] if isinstance(skip_layers, list) else \
         [getattr(model, name)[k] for name, ks in skip_layers.items() for k in ks]
-    first = model.transformer_blocks[0] if skipped[0] is not model.transformer_blocks[0] else model.transformer_blocks[1]
+    first = model.transformer_blocks[1 if skipped[0] is model.transformer_blocks[0] else 0]
 
     def fail_while_skipping(module, args, kwargs):  # this block runs in every pass; fail in the weak one
         if any("forward" in block.__dict__ for block in skipped):

@@ -6,7 +6,7 @@ hold several block lists (Flux and HunyuanVideo: double-stream ``transformer_blo
 single-stream ``single_transformer_blocks``), so ``skip_layers`` takes either a list of indices into
 the main list (``transformer_blocks``, else ``blocks``) or a dict from block-list name to indices:
 
-    skip_layer_candidates(flux)          # {'transformer_blocks': [0, ..., 18], 'single_transformer_blocks': [0, ..., 37]}
+    skip_layer_candidates(flux)   # {'transformer_blocks': [0, ..., 18], 'single_transformer_blocks': [0, ..., 37]}
     SGGGuider(schedule, skip_layers={"transformer_blocks": [7], "single_transformer_blocks": [7, 8, 9]})
 
 ``SKIP_LAYER_PRESETS`` holds, per transformer class, the blocks a published setting skips, with its
