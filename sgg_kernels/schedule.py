@@ -66,6 +66,8 @@ class Segment:
         for name in ("lam", "lo", "hi", "d_w"):
             if not _is_real(getattr(self, name)):
                 raise ValueError(f"Segment.{name} must be a real number, got {getattr(self, name)!r}")
+            if not isinstance(getattr(self, name), (int, float)):  # a Fraction or a numpy scalar: torch takes floats
+                object.__setattr__(self, name, float(getattr(self, name)))
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"Segment.{name} must be finite, got {getattr(self, name)}")
         if self.d_w < 0:
