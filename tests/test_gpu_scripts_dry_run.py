@@ -54,3 +54,69 @@ def test_sanitize_ops_command_line_on_cpu():
                          capture_output=True, text=True, timeout=TIMEOUT_S)
     assert run.returncode == 0, run.stderr
     assert "calls covering every op ran on cpu" in run.stdout
+
+
+def test_warm_triton_cache_calls_run_on_cpu_and_match_the_reference():
+    warm = load_script("warm_triton_cache")
+    specs = warm.guidance_specs()
+    assert {s[1] for s in specs} >= {"contiguous", "chunk", "transpose"} and len(specs) >= 300
+    for spec in specs[::7]:  # a spread of dtypes, layouts and operand sets; all of them run in one GPU step
+        out, args = warm.guidance_call(spec, "cpu")
+        assert_matches_reference(out, *args)
+    for spec in warm.loss_specs():
+        warm.loss_call(spec, "cpu")
+
+
+def test_warm_triton_cache_command_line_refuses_no_jobs():
+    run = subprocess.run([sys.executable, "tests/gpu/warm_triton_cache.py", "--device", "cpu", "--jobs", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert run.returncode == 2 and "--jobs must be at least 1, got 0" in run.stderr
+
+
+def gpu_check(*args, env=None):
+    return subprocess.run(["bash", str(GPU_CHECK), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, env=env)
+
+
+def test_gpu_check_dry_run_plan_fits_eight_minutes():
+    run = gpu_check("--dry-run")
+    assert run.returncode == 0, run.stderr
+    steps = re.findall(r"^step (\S+) +(\d+|rest) s? *proves: (.+)$", run.stdout, re.M)
+    names = [name for name, _, _ in steps]
+    assert names[:2] == ["build", "warm-triton"] and names[-1] == "bench"
+    assert {"tests-cuda", "tests-triton", "memcheck", "racecheck"} <= set(names)
+    assert names.index("warm-triton") < min(names.index(n) for n in names if n.startswith("tests-"))
+    kill_after = int(re.search(r"KILL_AFTER=(\d+)", GPU_CHECK.read_text()).group(1))
+    total = int(re.search(r"of (\d+) s$", run.stdout, re.M).group(1))
+    budgets = sum(int(seconds) + kill_after for _, seconds, _ in steps if seconds != "rest")
+    assert f"worst case before the benchmark: {budgets} s" in run.stdout
+    # The benchmark runs to `total` (plus its kill grace); start-up needs some of the rest.
+    assert budgets < total and total + kill_after <= GPU_CHECK_LIMIT_S - 20
+    assert all(proves.strip() for _, _, proves in steps)
+
+
+@pytest.mark.parametrize("args", [("--bogus",), ("--dry-run", "extra")])
+def test_gpu_check_refuses_unknown_arguments(args):
+    run = gpu_check(*args)
+    assert run.returncode == 2 and "gpu_check.sh: " in run.stderr and args[-1] in run.stderr
+
+
+@pytest.mark.parametrize("via", ["nvcc wrapper link", "CUDA_HOME"])
+def test_gpu_check_finds_compute_sanitizer_beside_the_real_nvcc(tmp_path, via):
+    # A PATH that holds only a link to nvcc (as conda and module systems set up): the sanitizer is in
+    # the folder of the file the link resolves to, not the link's.
+    toolkit = tmp_path / "cuda" / "bin"
+    toolkit.mkdir(parents=True)
+    for tool in ("nvcc", "compute-sanitizer"):
+        (toolkit / tool).write_text("#!/bin/sh\n")
+        (toolkit / tool).chmod(0o755)
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    env = {"PATH": f"{wrappers}:/usr/bin:/bin", "PYTHON": "/bin/false"}
+    if via == "CUDA_HOME":
+        env["CUDA_HOME"] = str(tmp_path / "cuda")
+    else:
+        (wrappers / "nvcc").symlink_to(toolkit / "nvcc")
+    run = gpu_check("--dry-run", env=env)
+    assert run.returncode == 0, run.stderr
+    assert f"compute-sanitizer: {toolkit / 'compute-sanitizer'}" in run.stdout
