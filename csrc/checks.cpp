@@ -89,11 +89,11 @@ void check_coefficients(const char* op, const char* name, const at::Tensor& t, c
 // whole, so any element x shares with them (even x being that very tensor) may be overwritten before
 // a later sample, or the row's other column, reads it. Judged from storage, offsets and strides, which
 // traced (fake) tensors have too, so torch.compile refuses what eager refuses.
+bool concrete_layout(const at::Tensor& t) { return !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides(); }
+
 void check_not_coefficients(const char* op, const at::Tensor& x, const char* name, const at::Tensor* t) {
   if (!t || !x.is_alias_of(*t)) return;
-  const bool concrete = !x.unsafeGetTensorImpl()->has_symbolic_sizes_strides() &&
-                        !t->unsafeGetTensorImpl()->has_symbolic_sizes_strides();
-  TORCH_CHECK_VALUE(concrete && overlap(x, *t) == Overlap::kNone, "sgg.", op, ": x shares memory with ", name,
+  TORCH_CHECK_VALUE(concrete_layout(x) && concrete_layout(*t) && overlap(x, *t) == Overlap::kNone, "sgg.", op, ": x shares memory with ", name,
                     ", which every sample reads while x is written; writing x in place would change ", name,
                     " before it is read. Pass a copy of ", name);
 }
@@ -110,9 +110,11 @@ void check_writable(const char* op, const at::Tensor& x,
   TORCH_CHECK_VALUE(!may_overlap_itself(x), "sgg.", op,
                     ": x has overlapping memory (an expanded or overlapping view) and cannot be written in place");
   for (const auto& [name, t] : coefficients) check_not_coefficients(op, x, name, t);
-  if (!has_memory(x)) return;
+  // Traced (fake) tensors keep their storage, offsets and strides, so every torch.compile backend
+  // refuses what eager refuses; only a symbolic layout is left to the run-time check.
+  if (!concrete_layout(x)) return;
   for (const auto& [name, t] : inputs) {
-    if (!t) continue;
+    if (!t || !concrete_layout(*t)) continue;
     const Overlap o = overlap(x, *t);
     TORCH_CHECK_VALUE(o != Overlap::kPartial, "sgg.", op, ": x partially overlaps ", name,
                       "; writing x in place would corrupt ", name);

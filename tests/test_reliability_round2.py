@@ -116,3 +116,18 @@ def test_segment_takes_fractions_as_the_floats_they_equal(field):
     grid = torch.linspace(1, 0, 9, dtype=torch.float64)
     assert type(getattr(got.segments[0], field)) is float
     assert torch.equal(got.weights(grid), expected.weights(grid))
+
+
+# Item 13: a partial overlap of x and cond is refused by eager and by every torch.compile backend.
+@pytest.mark.parametrize("backend", [None, "eager", "aot_eager", "inductor"])
+def test_partial_overlap_of_x_and_cond_is_refused_in_every_backend(backend):
+    buf = torch.randn(3, 10)
+    x, cond = buf[:, :8], buf[:, 2:]  # columns 2..7 are both
+    before = buf.clone()
+    call = lambda *a: torch.ops.sgg.guided_step_(*a)  # noqa: E731
+    if backend is not None:
+        torch._dynamo.reset()
+        call = torch.compile(call, backend=backend, fullgraph=True)
+    with pytest.raises(Exception, match="x partially overlaps cond"):
+        call(x, cond, None, None, torch.tensor([0.5, 0.25]), torch.tensor([1.0, 0.5]))
+    assert torch.equal(buf, before)
