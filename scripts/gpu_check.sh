@@ -25,7 +25,8 @@ BENCH_MIN=60
 PLAN=(
   "build|110|the C++/CUDA operator library compiles against this torch and CUDA toolkit"
   "warm-triton|45|every Triton kernel specialization the tests use compiles for this GPU (now cached)"
-  "tests-cuda|55|the CUDA backend matches the float64 reference on every shape, layout, dtype and operand set, equals the CPU kernel bit for bit, replays in CUDA graphs, compiles without recompiling, passes opcheck"
+  "tests-cuda|55|the CUDA backend matches the float64 reference (all shapes, layouts, dtypes, operand sets) \
+and the CPU kernel bit for bit, replays in CUDA graphs, compiles without recompiling, passes opcheck"
   "tests-triton|55|the same for the Triton backend"
   "tests-64-bit|25|offsets past 2**31 elements are right on both backends (skipped with under 35 GB)"
   "other-gpu-tests|25|the gpu-marked tests elsewhere (sampler, w2s_loss, backend switch) pass"
@@ -33,6 +34,7 @@ PLAN=(
   "racecheck|30|no op on either backend has a shared-memory race"
 )
 PYTEST="\"\$PYTHON\" -m pytest -q -p no:cacheprovider"
+SANITIZE="PYTORCH_NO_CUDA_MEMORY_CACHING=1 \"\$SANITIZER\" --error-exitcode 1"
 declare -A COMMAND=(
   [build]="\"\$PYTHON\" setup.py -q build_ext --inplace"
   [warm-triton]="\"\$PYTHON\" tests/gpu/warm_triton_cache.py"
@@ -40,8 +42,8 @@ declare -A COMMAND=(
   [tests-triton]="$PYTEST tests/gpu -k 'triton and not 64_bit'"
   [tests-64-bit]="$PYTEST tests/gpu -k 64_bit"
   [other-gpu-tests]="$PYTEST -m gpu tests --ignore=tests/gpu --continue-on-collection-errors"
-  [memcheck]="PYTORCH_NO_CUDA_MEMORY_CACHING=1 \"\$SANITIZER\" --tool memcheck --error-exitcode 1 \"\$PYTHON\" tests/gpu/sanitize_ops.py"
-  [racecheck]="PYTORCH_NO_CUDA_MEMORY_CACHING=1 \"\$SANITIZER\" --tool racecheck --error-exitcode 1 \"\$PYTHON\" tests/gpu/sanitize_ops.py"
+  [memcheck]="$SANITIZE --tool memcheck \"\$PYTHON\" tests/gpu/sanitize_ops.py"
+  [racecheck]="$SANITIZE --tool racecheck \"\$PYTHON\" tests/gpu/sanitize_ops.py"
 )
 
 find_sanitizer() {  # $COMPUTE_SANITIZER, PATH, then the toolkit folders (nvcc may be a wrapper elsewhere)
@@ -91,7 +93,8 @@ step() {  # step NAME SECONDS PROVES: run COMMAND[NAME] with a timeout, say what
   if [ "$rc" -eq 0 ]; then
     echo "== $name passed after $((SECONDS - t0)) s: $proves"
   else
-    echo "== $name FAILED (exit $rc$([ "$rc" -ge 124 ] && echo ', timed out')) after $((SECONDS - t0)) s; NOT shown: $proves"
+    echo "== $name FAILED (exit $rc$([ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo ', timed out')) after $((SECONDS - t0)) s;" \
+      "NOT shown: $proves"
     status=1
   fi
 }
@@ -105,7 +108,7 @@ sys.exit(0 if torch.cuda.is_available() else 1)"; then
 fi
 export PYTHON SANITIZER MAX_JOBS=${MAX_JOBS:-$(nproc)}  # MAX_JOBS: ninja's parallel compile jobs
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-echo "== compute-sanitizer: ${SANITIZER:-not found (set COMPUTE_SANITIZER or CUDA_HOME); memcheck and racecheck will fail}"
+echo "== compute-sanitizer: ${SANITIZER:-not found (set COMPUTE_SANITIZER or CUDA_HOME); memcheck and racecheck fail}"
 for entry in "${PLAN[@]}"; do
   IFS='|' read -r name seconds proves <<< "$entry"
   step "$name" "$seconds" "$proves"
@@ -120,5 +123,6 @@ else
 fi
 
 verdict=$([ "$status" -eq 0 ] && echo passed || echo FAILED)
-echo "== gpu-check $verdict after $SECONDS s; log $OUT_DIR/gpu_check.log, report $OUT_DIR/cuda-*.{md,csv,png} and benchmarks/RESULTS.md"
+echo "== gpu-check $verdict after $SECONDS s; log $OUT_DIR/gpu_check.log," \
+  "report $OUT_DIR/cuda-*.{md,csv,png} and benchmarks/RESULTS.md"
 exit $status

@@ -120,3 +120,20 @@ def test_gpu_check_finds_compute_sanitizer_beside_the_real_nvcc(tmp_path, via):
     run = gpu_check("--dry-run", env=env)
     assert run.returncode == 0, run.stderr
     assert f"compute-sanitizer: {toolkit / 'compute-sanitizer'}" in run.stdout
+
+
+def test_gpu_check_runs_every_step_and_reports_each(tmp_path):
+    # A stand-in python that says yes to everything: the steps' order, their reports and the verdict,
+    # with no compute-sanitizer to be found (both sanitizer steps then fail, and so does the check).
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\nexit 0\n")
+    fake_python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake_python), "GPU_CHECK_OUT": str(tmp_path / "out")}
+    run = gpu_check(env=env)
+    assert run.returncode == 1
+    plan = re.findall(r"^step (\S+) ", gpu_check("--dry-run", env=env).stdout, re.M)
+    reports = re.findall(r"^== (\S+) (passed|FAILED)", run.stdout, re.M)
+    assert [name for name, _ in reports] == plan + ["gpu-check"]
+    assert {name for name, verdict in reports if verdict == "FAILED"} == {"memcheck", "racecheck", "gpu-check"}
+    assert "NOT shown: no op on either backend has a shared-memory race" in run.stdout
+    assert (tmp_path / "out" / "gpu_check.log").read_text() == run.stdout
