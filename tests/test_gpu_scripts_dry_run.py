@@ -1,6 +1,7 @@
 """The GPU scripts run here on CPU tensors, so that a Python error in them fails `make test`, not the
-first minutes of a lent GPU: tests/gpu/sanitize_ops.py's calls and scripts/gpu_check.sh's
-argument handling and plan (its time budgets must fit the 8 minutes).
+first minutes of a lent GPU: tests/gpu/sanitize_ops.py's and warm_triton_cache.py's calls, the GPU
+benchmark's layout cases, and scripts/gpu_check.sh's argument handling, plan (its time budgets must
+fit the 8 minutes), step reports and compute-sanitizer search.
 """
 import importlib.util
 import pathlib
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from helpers import assert_matches_reference
+from sgg_kernels.bench.cases import GPU_LAYOUT_SIZES, ChunkHalves, make_case, make_inputs, sizes
 from sgg_kernels.reference import w2s_loss_grads_reference, w2s_loss_reference
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -137,3 +139,18 @@ def test_gpu_check_runs_every_step_and_reports_each(tmp_path):
     assert {name for name, verdict in reports if verdict == "FAILED"} == {"memcheck", "racecheck", "gpu-check"}
     assert "NOT shown: no op on either backend has a shared-memory race" in run.stdout
     assert (tmp_path / "out" / "gpu_check.log").read_text() == run.stdout
+
+
+@pytest.mark.parametrize("op", ["guide", "guided_step_", "w2s_loss"])
+@pytest.mark.parametrize("label", list(GPU_LAYOUT_SIZES))
+def test_gpu_benchmark_layout_cases_build_and_check_on_cpu(op, label):
+    # The GPU benchmark's own cases with the device as a parameter: same inputs and checks, on CPU.
+    shape = sizes("cuda", torch.bfloat16, "full")[label]
+    assert shape == GPU_LAYOUT_SIZES[label] and label not in sizes("cpu", torch.bfloat16, "full")
+    case = make_case(op, shape, torch.bfloat16, "cpu")
+    for name in ("sgg cpu", "sgg torch", "eager chain"):
+        case.check(name)
+    if isinstance(shape, ChunkHalves) and op != "w2s_loss":
+        i = make_inputs(shape, torch.bfloat16)
+        assert i.uncond.untyped_storage().data_ptr() == i.cond.untyped_storage().data_ptr()
+        assert (i.uncond.data_ptr() - i.cond.data_ptr()) % 16 == 8  # the misaligned half of the docs' table
