@@ -154,3 +154,11 @@ def test_gpu_benchmark_layout_cases_build_and_check_on_cpu(op, label):
         i = make_inputs(shape, torch.bfloat16)
         assert i.uncond.untyped_storage().data_ptr() == i.cond.untyped_storage().data_ptr()
         assert (i.uncond.data_ptr() - i.cond.data_ptr()) % 16 == 8  # the misaligned half of the docs' table
+
+
+def test_warm_triton_cache_keeps_the_layouts_of_the_tests():
+    # Tensor.to would make the sliced operands contiguous, and their strided kernels would stay cold.
+    warm = load_script("warm_triton_cache")
+    spec = next(s for s in warm.guidance_specs() if s[1] == "slice")
+    _, (x, cond, uncond, weak, _, _) = warm.guidance_call(spec, "cpu")
+    assert not cond.is_contiguous() and cond.storage_offset() > 0

@@ -12,12 +12,12 @@ from test_ops import PRESENCE, SHAPES, operands
 pytestmark = pytest.mark.gpu
 
 
-def to_cuda(t):
-    """t on the GPU with the same sizes, strides and storage offset (Tensor.to makes views contiguous)."""
+def to_cuda(t, device="cuda"):
+    """t on the device with the same sizes, strides and storage offset (Tensor.to makes views contiguous)."""
     if t is None:
         return None
     storage = t.new_empty(0).set_(t.untyped_storage(), 0, (t.untyped_storage().nbytes() // t.element_size(),))
-    return storage.cuda().as_strided(t.shape, t.stride(), t.storage_offset())
+    return storage.to(device).as_strided(t.shape, t.stride(), t.storage_offset())
 
 
 def cuda_operands(shape, dtype, layout="contiguous", has_u=True, has_w=True, per_sample_w=True, seed=0):

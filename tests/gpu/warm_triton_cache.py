@@ -20,9 +20,11 @@ import time
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # tests/: the test helpers
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # tests/ and tests/gpu/: the test helpers
 
 from helpers import DTYPES, LAYOUTS  # noqa: E402
+from test_gpu_backends import to_cuda  # noqa: E402
 from test_ops import PRESENCE, operands  # noqa: E402
 
 from sgg_kernels import use_backend  # noqa: E402
@@ -43,8 +45,7 @@ def loss_specs():
 def guidance_call(spec, device):
     """(out of guided_step, its operands) for one spec; guide runs too."""
     dtype, layout, (has_u, has_w), shape, per_sample = spec
-    x, c, u, w, weights, step = (None if t is None else t.to(device)
-                                 for t in operands(shape, dtype, layout, has_u, has_w, per_sample))
+    x, c, u, w, weights, step = (to_cuda(t, device) for t in operands(shape, dtype, layout, has_u, has_w, per_sample))
     torch.ops.sgg.guide(c, u, w, weights)
     return torch.ops.sgg.guided_step(x, c, u, w, weights, step), (x, c, u, w, weights, step)
 
@@ -59,7 +60,7 @@ def loss_call(spec, device):
 
 
 def load_sanitize_ops():
-    spec = importlib.util.spec_from_file_location("sanitize_ops", pathlib.Path(__file__).with_name("sanitize_ops.py"))
+    spec = importlib.util.spec_from_file_location("sanitize_ops", HERE / "sanitize_ops.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
