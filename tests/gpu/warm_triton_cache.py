@@ -104,8 +104,12 @@ def main():
     calls = len(guidance_specs()) + len(loss_specs())
     if failed:
         sys.exit(f"warm_triton_cache: {failed} of {args.jobs} workers failed")
-    print(f"warm_triton_cache: {calls} calls of every op on the triton backend ({args.device}, {args.jobs} "
-          f"processes) ran; their kernels are in Triton's cache")
+    if torch.device(args.device).type == "cuda":
+        print(f"warm_triton_cache: {calls} calls of every op on the triton backend ({args.jobs} processes) ran; "
+              "their kernels are in Triton's cache")
+    else:
+        print(f"warm_triton_cache: {calls} calls of every op ran on {args.device} tensors (the CPU kernel, "
+              f"{args.jobs} processes); nothing compiled")
 
 
 if __name__ == "__main__":
