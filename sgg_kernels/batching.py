@@ -87,6 +87,8 @@ class GuidanceEngine:
     `evaluations` counts the sample-evaluations run, over all passes and buckets.
     """
 
+    position_type = RequestPosition  # what tracks a request's step; its `needs` decides the passes
+
     def __init__(self, model: Model, weak_model: Optional[Model] = None, *, max_rows: Optional[int] = None,
                  batch_cond_uncond: bool = True, check_finite: bool = False, progress: bool = False):
         if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
@@ -119,7 +121,7 @@ class GuidanceEngine:
             if "weak_model" in str(e) and self.weak_model is None:
                 e = ValueError(f"{e}: this engine has no weak model (GuidanceEngine(model, weak_model=...))")
             raise type(e)(f"request {name}: {e}") from e
-        handle = RequestHandle(name, RequestPosition(tables, request.solver, x.shape[0]), x, request.cond,
+        handle = RequestHandle(name, self.position_type(tables, request.solver, x.shape[0]), x, request.cond,
                                request.null_cond)
         self._submitted += 1
         self.waiting.append((key, handle))
