@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from sgg_kernels import GuidanceSchedule
-from sgg_kernels.batch_planner import RequestPosition
+from sgg_kernels.batch_planner import RequestPosition, apply_update, plan_step
 from sgg_kernels.batching import GuidanceEngine, Request
 from sgg_kernels.sampler import sample
+from sgg_kernels.tables import GuidanceTables, timestep_grid
 
 TOKENS, WIDTH = 32, 64
 SETTINGS = {  # name: (schedule, steps)
@@ -176,6 +177,31 @@ def table(results: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+def combine_cost(rows: int = 8, shape=(16, 64, 64), repeats: int = 30) -> str:
+    """The planned combine (one guided_step_ per class of rows, on contiguous views) against one call
+    over every row with every operand (what a row-sparse kernel would cost at best), in ms."""
+    grid, cpu = timestep_grid(4), torch.device("cpu")
+    mixes = [GuidanceSchedule(), GuidanceSchedule.cfg(3.0), GuidanceSchedule.cfg(3.0) + GuidanceSchedule.autoguidance(2.0),
+             GuidanceSchedule.autoguidance(2.0)]
+    positions = [RequestPosition(GuidanceTables.build(mixes[k % 4], grid, cpu), "euler", 1) for k in range(rows)]
+    plan = plan_step(positions, cpu)
+    x, c = torch.randn(rows, *shape), torch.randn(rows, *shape)
+    u = torch.randn(plan.uncond.stop - plan.uncond.start, *shape)
+    w = torch.randn(plan.weak.stop - plan.weak.start, *shape)
+    full_u, full_w = torch.randn(rows, *shape), torch.randn(rows, *shape)
+
+    def timed(fn):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - t0) / repeats * 1e3
+    planned = timed(lambda: apply_update(plan, x, c, u, w))
+    one = timed(lambda: torch.ops.sgg.guided_step_(x, c, full_u, full_w, plan.weights, plan.step))
+    return (f"combine of {rows} rows of {list(shape)} fp32 in 4 classes: planned {planned:.3f} ms "
+            f"({len(plan.groups)} op calls), one call with every operand {one:.3f} ms")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=32)
@@ -183,7 +209,12 @@ def main(argv=None) -> None:
     parser.add_argument("--max-rows", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workloads", default="mixed,cfg,sgg,none,ag")
+    parser.add_argument("--combine", action="store_true", help="time only the combine, planned against one call")
     args = parser.parse_args(argv)
+    if args.combine:
+        torch.set_num_threads(args.threads)
+        print(combine_cost())
+        return
     results = {kind: measure(kind, args.requests, args.gap_ms / 1000, args.max_rows, args.threads)
                for kind in args.workloads.split(",")}
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
