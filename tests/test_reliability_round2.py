@@ -131,3 +131,22 @@ def test_partial_overlap_of_x_and_cond_is_refused_in_every_backend(backend):
     with pytest.raises(Exception, match="x partially overlaps cond"):
         call(x, cond, None, None, torch.tensor([0.5, 0.25]), torch.tensor([1.0, 0.5]))
     assert torch.equal(buf, before)
+
+
+# Item 12 (documented in docs/ops.md): an exported program is guarded on the coefficient form it was exported with.
+class Guide(torch.nn.Module):
+    def forward(self, cond, uncond, weights):
+        return torch.ops.sgg.guide(cond, uncond, None, weights)
+
+
+def test_exported_program_called_with_another_weights_form_fails_its_guard_as_documented():
+    cond, uncond = torch.randn(3, 4), torch.randn(3, 4)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(Guide(), (cond, uncond, torch.tensor([0.5, 0.25])),
+                                  dynamic_shapes=({0: batch}, {0: batch}, None)).module()
+    torch.testing.assert_close(program(cond, uncond, torch.tensor([0.5, 0.25])),
+                               torch.ops.sgg.guide(cond, uncond, None, torch.tensor([0.5, 0.25])))
+    with pytest.raises(AssertionError, match=r"Guard failed: weights.size\(\)\[0\] == 2"):
+        program(cond, uncond, torch.rand(3, 2))
+    with pytest.raises(TypeError, match="sgg.guide: weights must be float32"):  # dtypes reach the ops' checks
+        program(cond, uncond, torch.rand(2, dtype=torch.float64))
