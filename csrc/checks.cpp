@@ -93,9 +93,9 @@ bool concrete_layout(const at::Tensor& t) { return !t.unsafeGetTensorImpl()->has
 
 void check_not_coefficients(const char* op, const at::Tensor& x, const char* name, const at::Tensor* t) {
   if (!t || !x.is_alias_of(*t)) return;
-  TORCH_CHECK_VALUE(concrete_layout(x) && concrete_layout(*t) && overlap(x, *t) == Overlap::kNone, "sgg.", op, ": x shares memory with ", name,
-                    ", which every sample reads while x is written; writing x in place would change ", name,
-                    " before it is read. Pass a copy of ", name);
+  const bool disjoint = concrete_layout(x) && concrete_layout(*t) && overlap(x, *t) == Overlap::kNone;
+  TORCH_CHECK_VALUE(disjoint, "sgg.", op, ": x shares memory with ", name, ", which every sample reads while x ",
+                    "is written; writing x in place would change ", name, " before it is read. Pass a copy of ", name);
 }
 
 // x may be written in place: not an inference tensor outside inference mode, no two of its elements

@@ -5,7 +5,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import FlowMatchEulerDiscreteScheduler  # noqa: E402
-from diffusers_tiny import SIZE, initial_latents, sd3_embeds, tiny_sd3_transformer  # noqa: E402
+from diffusers_tiny import SIZE, initial_latents, tiny_sd3_transformer  # noqa: E402
 from test_diffusers_guider import modular, run_sd3, run_wan, tiny_wan  # noqa: E402
 
 from sgg_kernels import GuidanceSchedule  # noqa: E402
