@@ -42,13 +42,15 @@ class RequestPosition:
     rows: int
     step: int = 0
     correcting: bool = False   # Heun: the next evaluation is the corrector's, at (x_euler, t_next)
-    _host: Optional[tuple[Tensor, Tensor, Tensor]] = None
+    _host: Optional[tuple[list, list, list]] = None
 
-    def host_tables(self) -> tuple[Tensor, Tensor, Tensor]:
-        """float32 on the host: t [N + 1], weights [N, 2] and Euler (a, b) [N, 2], the same values as the
-        device tables (each a float64 -> float32 rounding)."""
+    def host_tables(self) -> tuple[list, list, list]:
+        """The float32 values of t [N + 1], weights [N][2] and Euler (a, b) [N][2] as Python floats (exact),
+        the same values as the device tables: a step builds its per-row tables from these lists with
+        one host tensor and one copy, instead of a tensor op per request (a few microseconds each)."""
         if self._host is None:
-            self._host = (self.tables.grid.float(), self.tables.weights.cpu(), self.tables.euler.cpu())
+            tab = self.tables
+            self._host = (tab.grid.float().tolist(), tab.weights.cpu().tolist(), tab.euler.cpu().tolist())
         return self._host
 
     @property
@@ -119,39 +121,36 @@ class StepPlan:
         return self.rows + (self.uncond.stop - self.uncond.start) + (self.weak.stop - self.weak.start)
 
 
-def _sort_key(pos: RequestPosition) -> tuple[int, bool]:
-    return CLASSES.index(pos.needs), pos.predicting
-
-
 def plan_step(positions: Sequence[RequestPosition], device: torch.device) -> StepPlan:
     """The batch layout and tables for one evaluation of every unfinished request in `positions`."""
-    live = [k for k, p in enumerate(positions) if not p.finished]
-    order = sorted(live, key=lambda k: _sort_key(positions[k]))  # stable: arrival order within a class
+    keys = {k: (CLASSES.index(p.needs), p.predicting) for k, p in enumerate(positions) if not p.finished}
+    order = sorted(keys, key=keys.__getitem__)  # stable: arrival order within a class
     blocks, rows, groups = [], 0, []
     for k in order:
         blocks.append((rows, rows + positions[k].rows))
         rows += positions[k].rows
-    for cls in CLASSES:
-        members = [b for k, b in zip(order, blocks) if positions[k].needs == cls]
+    for c, cls in enumerate(CLASSES):
+        members = [(b, keys[k][1]) for k, b in zip(order, blocks) if keys[k][0] == c]
         if members:
-            predictors = [b for k, b in zip(order, blocks) if positions[k].needs == cls and positions[k].predicting]
-            start, stop = members[0][0], members[-1][1]
+            predictors = [b for b, predicting in members if predicting]
+            start, stop = members[0][0][0], members[-1][0][1]
             groups.append(Group(start, stop, cls[0], cls[1], predictors[0][0] if predictors else stop))
 
     def span(flag: int) -> slice:
         hit = [g for g in groups if (g.uncond, g.weak)[flag]]
         return slice(hit[0].start, hit[-1].stop) if hit else slice(rows, rows)
 
-    host = torch.empty(rows * sum(TABLE_WIDTHS), dtype=torch.float32)
-    t_rows, weight_rows, euler_rows, step_rows = _parts(host, rows)
-    for k, (start, stop) in zip(order, blocks):
+    t_rows, weight_rows, euler_rows, step_rows = [], [], [], []
+    for k in order:
         p = positions[k]
         t, weights, euler = p.host_tables()
-        t_rows[start:stop] = t[p.step + p.correcting]
-        weight_rows[start:stop] = weights[p.step]
-        euler_rows[start:stop] = euler[p.step]
+        a, b = euler[p.step]
         heun = not p.tables.is_euler_step(p.step, p.solver)
-        step_rows[start:stop] = euler[p.step] * torch.tensor([1.0, 0.5]) if heun else euler[p.step]
+        t_rows += [t[p.step + p.correcting]] * p.rows
+        weight_rows += weights[p.step] * p.rows
+        euler_rows += [a, b] * p.rows
+        step_rows += [a, b * 0.5 if heun else b] * p.rows  # halving a float32 value is exact
+    host = torch.tensor(t_rows + weight_rows + euler_rows + step_rows, dtype=torch.float32)
     t_rows, weight_rows, euler_rows, step_rows = _parts(host.to(device, non_blocking=True), rows)
     return StepPlan(tuple(order), tuple(blocks), span(0), span(1), tuple(groups), t_rows, weight_rows, step_rows,
                     euler_rows)

@@ -58,6 +58,8 @@ def concat_rows(values: Sequence[Any]) -> Any:
     """The conditions stacked along dim 0, leaf by leaf (their layouts match: see `bucket_key`)."""
     if len(values) == 1:
         return values[0]
+    if all(isinstance(v, Tensor) for v in values):  # the common case, without a tree walk per request
+        return torch.cat(values)
     flat = [pytree.tree_flatten(v) for v in values]
     spec = flat[0][1]
     leaves = [torch.cat(column) if isinstance(column[0], Tensor) else column[0]
