@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 # A CUDA 13.0 build of torch: the CUDA sources then compile here with the local nvcc 13.0.
 TORCH_SPEC ?= torch==2.14.1
 
-.PHONY: setup build cpp-example test bench bench-compare demo gpu-check clean
+.PHONY: FORCE setup build cpp-example test bench bench-compare demo gpu-check clean
 
 $(VENV)/.deps: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps k-diffusion==0.1.1.post1   # its sampling module's imports: requirements-dev.txt
 	# Source checkout on the path (like `pip install -e .`, without a second build of the extension).
 	$(PY) -c "import site; open(site.getsitepackages()[0] + '/sgg_kernels_dev.pth', 'w').write('$(CURDIR)\n')"
 	touch $@
@@ -23,14 +24,28 @@ build: setup
 
 # The C++ example (examples/cpp): calls the ops with no Python, through the dispatcher, a TorchScript
 # module and an AOTInductor package (tests/test_deployment.py runs it). Same as its CMakeLists.txt.
+# It compiles against the torch of the active `python` when that one imports torch (a user's own
+# environment), else against .venv's (made by `make setup`); another: make cpp-example CPP_PYTHON=/path/to/python.
+# The operator library is not built here: the program opens it at run time (its path is the argument).
 CPP_EXAMPLE := build/cpp_example/sgg_cpp_example
-TORCH_DIR = $(shell $(PY) -c "import os, torch; print(os.path.dirname(torch.__file__))")
-$(CPP_EXAMPLE): examples/cpp/main.cpp $(VENV)/.deps
-	mkdir -p $(dir $@)
+CPP_PYTHON ?= $(shell python -c "import torch" >/dev/null 2>&1 && command -v python || echo $(PY))
+TORCH_DIR = $(shell $(CPP_PYTHON) -c "import os, torch; print(os.path.dirname(torch.__file__))")
+# Records which torch the program was built against, so pointing CPP_PYTHON elsewhere rebuilds it.
+CPP_TORCH_STAMP := build/cpp_example/torch_dir
+$(CPP_TORCH_STAMP): $(if $(filter $(PY),$(CPP_PYTHON)),$(VENV)/.deps) FORCE
+	@mkdir -p $(dir $@)
+	@echo "$(TORCH_DIR)" | cmp -s - $@ || echo "$(TORCH_DIR)" > $@
+$(CPP_EXAMPLE): examples/cpp/main.cpp $(CPP_TORCH_STAMP)
+	@echo "sgg_cpp_example: compiling against the torch in $(TORCH_DIR) ($(CPP_PYTHON); about 1 minute)"
 	$(CXX) -std=c++20 -O1 -isystem $(TORCH_DIR)/include -isystem $(TORCH_DIR)/include/torch/csrc/api/include \
 		$< -o $@ -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -ldl
 
 cpp-example: $(CPP_EXAMPLE)
+
+FORCE:
+
+# make test runs the example against the library `make build` makes, so both use .venv's torch.
+test: CPP_PYTHON = $(PY)
 
 # The Triton kernels run on CPU tensors under the interpreter, which must be switched on before triton
 # is imported: their own process (tests/triton is not collected without TRITON_INTERPRET=1).

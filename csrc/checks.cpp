@@ -85,18 +85,36 @@ void check_coefficients(const char* op, const char* name, const at::Tensor& t, c
   TORCH_CHECK_VALUE(t.is_contiguous(), "sgg.", op, ": ", name, " must be contiguous");
 }
 
+// weights and step are not read elementwise: every sample reads [2] ones, and a [B, 2] row is read as a
+// whole, so any element x shares with them (even x being that very tensor) may be overwritten before
+// a later sample, or the row's other column, reads it. Judged from storage, offsets and strides, which
+// traced (fake) tensors have too, so torch.compile refuses what eager refuses.
+bool concrete_layout(const at::Tensor& t) { return !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides(); }
+
+void check_not_coefficients(const char* op, const at::Tensor& x, const char* name, const at::Tensor* t) {
+  if (!t || !x.is_alias_of(*t)) return;
+  TORCH_CHECK_VALUE(concrete_layout(x) && concrete_layout(*t) && overlap(x, *t) == Overlap::kNone, "sgg.", op, ": x shares memory with ", name,
+                    ", which every sample reads while x is written; writing x in place would change ", name,
+                    " before it is read. Pass a copy of ", name);
+}
+
 // x may be written in place: not an inference tensor outside inference mode, no two of its elements
-// share memory, and it shares no memory with an input unless it is that very input.
+// share memory, it shares no memory with a coefficient tensor, and none with an elementwise input
+// unless it is that very input.
 void check_writable(const char* op, const at::Tensor& x,
-                    std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs) {
+                    std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs,
+                    std::initializer_list<std::pair<const char*, const at::Tensor*>> coefficients) {
   TORCH_CHECK(!x.is_inference() || c10::InferenceMode::is_enabled(), "sgg.", op,
               ": x is an inference tensor; it can be written in place only inside torch.inference_mode()");
   // From sizes and strides alone, so a traced call (fake tensors) refuses an expanded x too.
   TORCH_CHECK_VALUE(!may_overlap_itself(x), "sgg.", op,
                     ": x has overlapping memory (an expanded or overlapping view) and cannot be written in place");
-  if (!has_memory(x)) return;
+  for (const auto& [name, t] : coefficients) check_not_coefficients(op, x, name, t);
+  // Traced (fake) tensors keep their storage, offsets and strides, so every torch.compile backend
+  // refuses what eager refuses; only a symbolic layout is left to the run-time check.
+  if (!concrete_layout(x)) return;
   for (const auto& [name, t] : inputs) {
-    if (!t) continue;
+    if (!t || !concrete_layout(*t)) continue;
     const Overlap o = overlap(x, *t);
     TORCH_CHECK_VALUE(o != Overlap::kPartial, "sgg.", op, ": x partially overlaps ", name,
                       "; writing x in place would corrupt ", name);
@@ -118,7 +136,8 @@ void check_guidance_args(const char* op, const at::Tensor* x, const at::Tensor& 
   if (step) check_coefficients(op, "step", *step, cond, 2, "cond");
   if (in_place)
     check_writable(op, *x, {{"cond", &cond}, {"uncond", uncond ? &*uncond : nullptr},
-                            {"weak", weak ? &*weak : nullptr}, {"weights", &weights}, {"step", step}});
+                            {"weak", weak ? &*weak : nullptr}},
+                   {{"weights", &weights}, {"step", step}});
 }
 
 void check_w2s_loss_args(const char* op, const at::Tensor& v, const at::Tensor& u,

@@ -1,8 +1,13 @@
 // The sgg operator library: every schema, defined once, here. Kernels are registered per dispatch key
 // in guidance_ops.cpp and w2s_loss_ops.cpp; Python adds autograd for guide/guided_step/w2s_loss and
-// the Triton backend (sgg_kernels/ops.py, sgg_kernels/w2s_loss.py). This library needs only libtorch,
+// the Triton backend (sgg_kernels/ops.py, sgg_kernels/w2s_loss.py); without that import, the Autograd
+// kernels at the end of this file refuse calls that need a graph. This library needs only libtorch,
 // so C++ programs, TorchScript and AOTInductor packages can load it without Python.
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include <string>
 
 TORCH_LIBRARY(sgg, m) {
   // guide = cond + w[0] * (cond - uncond) + w[1] * (cond - weak); weights float32 [2] or [B, 2].
@@ -37,4 +42,37 @@ TORCH_LIBRARY(sgg, m) {
   m.def("_cuda_built() -> bool");
   m.def("_cpu_capability() -> str");
   m.def("_set_cpu_capability(str name) -> ()");
+}
+
+namespace sgg {
+namespace {
+
+// Autograd for guide, guided_step, w2s_loss and w2s_loss_backward is registered by `import sgg_kernels`
+// (a later registration for the same key, so it replaces this one). A process that only loads the
+// library gets this kernel instead: calls that need no graph run as usual, and a call that would need
+// one is refused, where the dispatcher's fallback would give a warning and a silent None gradient.
+void autograd_needs_python(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
+  std::string name = op.schema().name();  // sgg::guide, written sgg.guide as in every other message
+  name.replace(name.find("::"), 2, ".");
+  const auto& arguments = op.schema().arguments();
+  const auto first = stack->size() - arguments.size();
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    const c10::IValue& value = (*stack)[first + i];
+    if (!value.isTensor()) continue;  // an absent optional tensor is None
+    const at::Tensor& t = value.toTensor();
+    const bool needs_graph = (t.requires_grad() && at::GradMode::is_enabled()) || t._fw_grad(/*level=*/0).defined();
+    TORCH_CHECK(!needs_graph, name, ": ", arguments[i].name(), " needs autograd, which the ",
+                "sgg_kernels Python package registers; this process only loaded the operator library. Run "
+                "`import sgg_kernels` before the call, or call it under torch.no_grad() for no gradient");
+  }
+  at::AutoDispatchBelowADInplaceOrView guard;
+  op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
+}
+
+}  // namespace
+}  // namespace sgg
+
+TORCH_LIBRARY_IMPL(sgg, Autograd, m) {
+  for (const char* name : {"guide", "guided_step", "w2s_loss", "w2s_loss_backward"})
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&sgg::autograd_needs_python>());
 }

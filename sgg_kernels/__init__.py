@@ -13,11 +13,12 @@ from ._library import library_path  # noqa: E402
 from .backends import get_backend, set_backend, use_backend  # noqa: E402
 from .ops import guide, guided_step, guided_step_  # noqa: E402
 from .reference import guide_reference, guided_step_reference  # noqa: E402
+from .sampler import SampleOutput, sample  # noqa: E402
 from .schedule import GuidanceSchedule, Segment  # noqa: E402
 from .training import W2SLoss  # noqa: E402
 
 __all__ = [
-    "GuidanceSchedule", "Segment", "W2SLoss", "get_backend", "guide", "guide_reference", "guided_step", "guided_step_",
-    "guided_step_reference", "library_path", "set_backend", "use_backend",
+    "GuidanceSchedule", "SampleOutput", "Segment", "W2SLoss", "get_backend", "guide", "guide_reference", "guided_step",
+    "guided_step_", "guided_step_reference", "library_path", "sample", "set_backend", "use_backend",
 ]
 __version__ = "0.1.0"

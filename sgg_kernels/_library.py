@@ -17,9 +17,18 @@ _BUILD = "pip install --no-build-isolation .  (or `make build` in a source check
 def library_path() -> str:
     """The path of the compiled operator library."""
     path = os.path.join(_HERE, "_C.abi3.so")
-    if not os.path.exists(path):
-        raise ImportError(f"sgg_kernels: the operator library is not built ({path} is missing); build it with: {_BUILD}")
-    return path
+    if os.path.exists(path):
+        return path
+    root = os.path.dirname(_HERE)
+    if os.path.exists(os.path.join(root, "setup.py")):
+        # Python puts the current directory first on sys.path, so from a clone's root `import sgg_kernels`
+        # finds the sources even when a built copy is installed.
+        raise ImportError(
+            f"sgg_kernels: this is the unbuilt source tree in {root} ({path} is missing), imported instead of an "
+            f"installed copy because it comes first on sys.path (e.g. the current directory). Either build it in "
+            f"place: `make build` or `python setup.py build_ext --inplace` in {root}; or run from another "
+            f"directory, so that Python imports the installed package.")
+    raise ImportError(f"sgg_kernels: the operator library is not built ({path} is missing); build it with: {_BUILD}")
 
 
 def build_info() -> dict:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-from .sampler import _Evaluator
+from .evaluators import Evaluator
 
 GROUP_SIZE = 2
 # all_gather_into_tensor was renamed all_gather_single (torch 2.10 deprecates the old name).
@@ -141,7 +141,7 @@ def evaluate_branches(branch_group: Any, branches: tuple[str, ...], evaluate: Ca
             for (branch, _, _), out in zip(rank_pieces, rank_outputs)}
 
 
-class BranchParallelEvaluator(_Evaluator):
+class BranchParallelEvaluator(Evaluator):
     """The sampler's evaluator with the step's pieces spread over a BranchGroup (see the module doc)."""
 
     def __init__(self, branch_group: Any, model, weak_model, cond, null_cond, tables, check_finite):

@@ -13,19 +13,29 @@ does not depend on the batch (docs/distributed.md says when that holds).
 Each group writes its finished batches to OUT/parts/ atomically (a temporary file, then a rename).
 Rerunning the same command after a crash skips the seeds already written; the last step merges every
 requested seed exactly once into OUT/samples.npz: arr_0 the samples [N, *shape], arr_1 the labels
-[N], as ADM and SiT lay out their sample files, plus `seeds` [N].
+[N], as ADM and SiT lay out their sample files, plus `seeds` [N]. Unreadable parts and seeds written
+twice are handled as `generate_folder` says, so a rerun can always finish.
+
+Every option is checked before a file is written, the model included: one trial call of one sample
+with the largest label and the given shape. A built-in toy model missing from the cache is trained
+once per run: the first rank to take the cache's lock trains it, the others wait and load it.
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime
+import fcntl
 import importlib
+import itertools
 import json
+import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +43,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .distributed import BranchGroup
+from .generate_folder import atomic_savez, has_parts, merge, seeds_done, set_aside_unreadable_parts
 from .sampler import GRIDS, SOLVERS, sample, timestep_grid
 from .schedule import GuidanceSchedule
 
@@ -56,9 +67,42 @@ class Source:
         return torch.full((n,), self.num_classes, dtype=torch.long)
 
 
-def parse_seeds(text: str) -> list[int]:
+class Seeds(Sequence[int]):
+    """Seeds as the ranges they were given in (0-9999999 holds two numbers, not ten million)."""
+
+    def __init__(self, ranges: list[range]):
+        self.ranges = ranges
+        self.starts = list(itertools.accumulate((len(r) for r in ranges), initial=0))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.chain.from_iterable(self.ranges)
+
+    def __eq__(self, other) -> bool:  # equal to the list of the same seeds, compared without building it
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"Seeds({self.ranges})"
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):  # a batch: a list of its seeds
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                raise ValueError("Seeds: slices take every seed (step 1)")
+            return [self[k] for k in range(lo, hi)]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"seed index {i} is outside the {len(self)} seeds")
+        k = bisect.bisect_right(self.starts, i) - 1
+        return self.ranges[k][i - self.starts[k]]
+
+
+def parse_seeds(text: str) -> Seeds:
     """'0-49999' (inclusive), '7', or comma-separated parts like '0-9,100-109', in the order given."""
-    seeds: list[int] = []
+    ranges: list[range] = []
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
         try:
@@ -69,10 +113,11 @@ def parse_seeds(text: str) -> list[int]:
             raise ValueError(f"{part!r} leaves the seed range [0, 2**63)")
         if last < first:
             raise ValueError(f"{part!r} is an empty range (its end comes before its start)")
-        seeds.extend(range(first, last + 1))
-    if len(set(seeds)) != len(seeds):
+        ranges.append(range(first, last + 1))
+    ordered = sorted(ranges, key=lambda r: r.start)
+    if any(a.stop > b.start for a, b in zip(ordered, ordered[1:])):
         raise ValueError(f"{text!r} names some seeds twice")
-    return seeds
+    return Seeds(ranges)
 
 
 def parse_schedule(text: str) -> GuidanceSchedule:
@@ -91,7 +136,31 @@ def parse_schedule(text: str) -> GuidanceSchedule:
     return build(*values)
 
 
-def load_source(spec: str, num_classes: Optional[int], shape: Optional[tuple[int, ...]]) -> Source:
+@contextmanager
+def cache_lock(timeout_s: float):
+    """The demo cache's file lock, so ranks (or runs) starting together train a missing model once:
+    the first trains it, the others wait (at most timeout_s) and then load it from the cache."""
+    from .demo.models import cache_dir
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".train.lock", "w") as f:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another process held {cache_dir() / '.train.lock'} (training a built-in "
+                                       f"model) for more than {timeout_s:g} s") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_source(spec: str, num_classes: Optional[int], shape: Optional[tuple[int, ...]],
+                timeout_s: float = 1800) -> Source:
     """A built-in toy model by name, or `module:callable` returning the model or (model, weak model)."""
     if spec in BUILTIN_MODELS:
         from .demo.models import VelocityMLP, load_or_train
@@ -105,8 +174,9 @@ def load_source(spec: str, num_classes: Optional[int], shape: Optional[tuple[int
         else:  # the demo's trained models, from its cache (trained once, as `make demo` does)
             regime_name = spec.removeprefix("toy-")
             regime, toy = REGIMES[regime_name], LeavesMixture(REGIMES[regime_name].toy)
-            model = load_or_train(toy, regime.model, f"{regime_name}-main")
-            weak = load_or_train(toy, regime.weak, f"{regime_name}-weak")
+            with cache_lock(timeout_s):
+                model = load_or_train(toy, regime.model, f"{regime_name}-main")
+                weak = load_or_train(toy, regime.weak, f"{regime_name}-weak")
         return Source(model, weak, model.num_classes if num_classes is None else num_classes, shape or (2,))
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -128,45 +198,6 @@ def seed_inputs(seeds: list[int], source: Source) -> tuple[torch.Tensor, torch.T
         labels.append(torch.randint(0, source.num_classes, (1,), generator=g))
         noise.append(torch.randn(source.shape, generator=g))
     return torch.stack(noise), torch.cat(labels)
-
-
-def atomic_savez(path: Path, *arrays, **named) -> None:
-    """np.savez to a temporary name, flushed to disk, then renamed: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, *arrays, **named)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def seeds_done(parts: Path) -> set[int]:
-    done: set[int] = set()
-    for path in parts.glob("seeds-*.npz"):
-        with np.load(path) as part:
-            done.update(part["seeds"].tolist())
-    return done
-
-
-def merge(out: Path, seeds: list[int]) -> Path:
-    """OUT/samples.npz with every requested seed exactly once, in the order requested."""
-    rows: dict[int, tuple[np.ndarray, int]] = {}
-    for path in sorted((out / "parts").glob("seeds-*.npz")):
-        with np.load(path) as part:
-            for s, x, y in zip(part["seeds"].tolist(), part["samples"], part["labels"]):
-                if s in rows:
-                    raise RuntimeError(f"seed {s} was written twice (again in {path.name})")
-                rows[s] = (x, int(y))
-    missing = [s for s in seeds if s not in rows]
-    if missing:
-        raise RuntimeError(f"{len(missing)} seeds have no sample (first {missing[:5]}); rerun to finish them")
-    samples = np.stack([rows[s][0] for s in seeds])
-    labels = np.array([rows[s][1] for s in seeds], dtype=np.int64)
-    path = out / "samples.npz"
-    atomic_savez(path, samples, labels, seeds=np.array(seeds, dtype=np.int64))
-    for tmp in (out / "parts").glob(".*.tmp-*"):  # left by a killed run
-        tmp.unlink()
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +233,9 @@ def check_args(p: argparse.ArgumentParser, args, world: int) -> tuple[list[int],
         schedule = parse_schedule(args.schedule)
     except ValueError as e:
         p.error(f"--schedule: {e}")
+    for option in ("shift", "timeout"):  # a NaN would also never equal itself in a rerun's config check
+        if not math.isfinite(getattr(args, option)):
+            p.error(f"--{option} must be a finite number, got {getattr(args, option)}")
     for option in ("steps", "batch_size", "timeout", "threads"):
         value = getattr(args, option)
         if value is not None and not value > 0:
@@ -213,19 +247,38 @@ def check_args(p: argparse.ArgumentParser, args, world: int) -> tuple[list[int],
         shape = tuple(int(s) for s in args.shape.split(",")) if args.shape else None
     except ValueError:
         p.error(f"--shape must be sizes separated by commas, like 4,64,64; got {args.shape!r}")
+    if shape is not None and not all(n > 0 for n in shape):
+        p.error(f"--shape sizes must be positive, got {args.shape}")
     try:
         plan = schedule.plan(timestep_grid(args.steps, args.grid, args.shift)[:-1])
     except ValueError as e:
         p.error(f"--schedule {args.schedule} on --steps {args.steps} --grid {args.grid}: {e}")
     try:
-        source = load_source(args.model, args.classes, shape)
-    except (ValueError, ImportError, AttributeError) as e:
+        source = load_source(args.model, args.classes, shape, args.timeout)
+    except (ValueError, ImportError, AttributeError, TimeoutError) as e:
         p.error(f"--model: {e}")
     if any(plan.weak) and source.weak is None:
         p.error(f"--schedule {args.schedule} uses a weak model but --model {args.model} gives none")
     if source.num_classes < 1:
         p.error(f"--classes must be at least 1, got {source.num_classes}")
+    try:
+        trial_call(source, schedule, args)
+    except Exception as e:  # whatever the user's model raises on a shape or label it cannot take
+        p.error(f"--model {args.model} with --shape {','.join(map(str, source.shape))} and --classes "
+                f"{source.num_classes}: one trial sample (label {source.num_classes - 1}) failed: "
+                f"{type(e).__name__}: {e}")
     return seeds, schedule, source
+
+
+def trial_call(source: Source, schedule: GuidanceSchedule, args) -> None:
+    """One sample, one step, with the largest label and every branch the schedule uses, on the CPU."""
+    labels = torch.tensor([source.num_classes - 1])
+    with torch.no_grad():
+        out = sample(source.model, labels, schedule, noise=torch.zeros(1, *source.shape),
+                     null_cond=source.null_labels(1), weak_model=source.weak, num_steps=1, grid=args.grid,
+                     shift=args.shift, solver="euler", batch_cond_uncond=False)
+    if tuple(out.x.shape) != (1, *source.shape):
+        raise ValueError(f"the sample came back with shape {list(out.x.shape[1:])}, not the given shape")
 
 
 def settings(args, source: Source) -> dict:
@@ -240,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     seeds, schedule, source = check_args(p, args, world)
     config, config_path = settings(args, source), args.out / "config.json"
-    if config_path.exists() and json.loads(config_path.read_text()) != config:
+    if has_parts(args.out / "parts") and config_path.exists() and json.loads(config_path.read_text()) != config:
         old = json.loads(config_path.read_text())
         diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in config.items() if old.get(k) != v)
         p.error(f"--out {args.out} holds samples made with other settings ({diff}); use another folder")
@@ -273,13 +326,16 @@ def _generate(args, seeds, schedule, source, config, device, world, rank) -> Pat
         pairs = [dist.new_group([2 * g, 2 * g + 1]) for g in range(groups)]
         branch_group = BranchGroup(pairs[rank // 2], split_batch=False)  # whole batches: any model is exact
     parts = args.out / "parts"
-    done = seeds_done(parts) if parts.exists() else set()
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
-        if not (args.out / "config.json").exists():
+        set_aside_unreadable_parts(parts)
+        if not has_parts(parts) or not (args.out / "config.json").exists():  # no sample holds the folder yet
             tmp = args.out / f".config.json.tmp-{os.getpid()}"
             tmp.write_text(json.dumps(config, indent=1))
             os.replace(tmp, args.out / "config.json")
+    if world > 1:
+        dist.barrier()  # the folder is ready before any rank reads it
+    done = seeds_done(parts)
     if world > 1:
         dist.barrier()  # every rank has read what is done before any writes more
     start = time.perf_counter()
@@ -298,14 +354,15 @@ def _generate(args, seeds, schedule, source, config, device, world, rank) -> Pat
                          labels=labels.numpy(), seeds=np.array(todo, dtype=np.int64))
         bar.update(len(todo))
     bar.close()
+    written = torch.tensor(sum(map(len, mine)) if rank % bp == 0 else 0, device=device)
     if world > 1:
-        dist.barrier()  # every part is written
+        dist.all_reduce(written)  # also: every part is written
     seconds = time.perf_counter() - start
     path = args.out / "samples.npz"
     if rank == 0:
         path = merge(args.out, seeds)
         print(f"wrote {path}: {len(seeds)} samples of shape {list(source.shape)}; generated "
-              f"{sum(map(len, mine))} per group in {seconds:.2f} s")
+              f"{int(written)} of them in this run ({groups} group(s)) in {seconds:.2f} s")
     return path
 
 

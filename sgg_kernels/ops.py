@@ -180,8 +180,18 @@ _lib.impl("guided_step_", _guided_step__inplace_or_view, "ADInplaceOrView", with
 Coefficients = Union[Tensor, Sequence[float], Sequence[Sequence[float]]]
 
 
-def as_coefficients(value: Coefficients, like: Tensor) -> Tensor:
-    """A float32 coefficient tensor on like's device (no copy if value already is one)."""
+def as_coefficients(value: Coefficients, like: Tensor, name: str = "coefs") -> Tensor:
+    """A float32 coefficient tensor on like's device (no copy if value already is one).
+
+    Floats, or a tensor on another device, on a GPU are a blocking host-to-device copy: the host waits
+    for the stream, and during CUDA graph capture the copy is illegal, so it is refused there by name.
+    Device tensors cost nothing and can be refilled between graph replays.
+    """
+    on_device = isinstance(value, Tensor) and value.device == like.device
+    if not on_device and like.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        given = f"a tensor on {value.device}" if isinstance(value, Tensor) else "floats"
+        raise RuntimeError(f"{name}: {given} cannot be copied to {like.device} during CUDA graph capture; pass a "
+                           f"float32 tensor on {like.device} (fill it with new values before each replay)")
     if isinstance(value, Tensor):
         return value.to(device=like.device, dtype=torch.float32)
     return torch.tensor(value, dtype=torch.float32, device=like.device)
@@ -190,18 +200,19 @@ def as_coefficients(value: Coefficients, like: Tensor) -> Tensor:
 def guide(cond: Tensor, uncond: Optional[Tensor] = None, weak: Optional[Tensor] = None,
           weights: Coefficients = (0.0, 0.0)) -> Tensor:
     """cond + lam_cdg * (cond - uncond) + lam_cag * (cond - weak), with weights = (lam_cdg, lam_cag)."""
-    return torch.ops.sgg.guide(cond, uncond, weak, as_coefficients(weights, cond))
+    return torch.ops.sgg.guide(cond, uncond, weak, as_coefficients(weights, cond, "weights"))
 
 
 def guided_step(x: Tensor, cond: Tensor, uncond: Optional[Tensor] = None, weak: Optional[Tensor] = None,
                 weights: Coefficients = (0.0, 0.0), step: Coefficients = (1.0, 0.0)) -> Tensor:
     """step_a * x + step_b * guide(cond, uncond, weak, weights); for Euler, step = (1, t_next - t)."""
-    return torch.ops.sgg.guided_step(x, cond, uncond, weak, as_coefficients(weights, cond),
-                                     as_coefficients(step, cond))
+    return torch.ops.sgg.guided_step(x, cond, uncond, weak, as_coefficients(weights, cond, "weights"),
+                                     as_coefficients(step, cond, "step"))
 
 
 def guided_step_(x: Tensor, cond: Tensor, uncond: Optional[Tensor] = None, weak: Optional[Tensor] = None,
                  weights: Coefficients = (0.0, 0.0), step: Coefficients = (1.0, 0.0)) -> Tensor:
     """guided_step written into x; returns x."""
-    torch.ops.sgg.guided_step_(x, cond, uncond, weak, as_coefficients(weights, cond), as_coefficients(step, cond))
+    torch.ops.sgg.guided_step_(x, cond, uncond, weak, as_coefficients(weights, cond, "weights"),
+                               as_coefficients(step, cond, "step"))
     return x

@@ -66,6 +66,8 @@ class Segment:
         for name in ("lam", "lo", "hi", "d_w"):
             if not _is_real(getattr(self, name)):
                 raise ValueError(f"Segment.{name} must be a real number, got {getattr(self, name)!r}")
+            if not isinstance(getattr(self, name), (int, float)):  # a Fraction or a numpy scalar: torch takes floats
+                object.__setattr__(self, name, float(getattr(self, name)))
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"Segment.{name} must be finite, got {getattr(self, name)}")
         if self.d_w < 0:
@@ -146,7 +148,13 @@ def _check_scale(name: str, value: float, minimum: float = 0.0) -> float:
 
 @dataclass(frozen=True)
 class GuidanceSchedule:
-    """A sum of guidance segments; `weights()` gives the per-step (lam_cdg, lam_cag) table."""
+    """A sum of guidance segments; `weights()` gives the per-step (lam_cdg, lam_cag) table.
+
+    Noise levels follow flow matching, x_t = (1 - t) x0 + t eps: t = 1 is pure noise (the first step),
+    t = 0 the data, and sampling runs t downwards (diffusers' schedulers call this t sigma). A segment
+    on lo < t <= hi is active while the noise is in that range, so a high interval acts early in
+    sampling; step intervals count from step 1, the one at t = 1. Other conventions: docs/schedules.md.
+    """
 
     segments: tuple[Segment, ...] = ()
 

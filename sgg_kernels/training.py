@@ -102,6 +102,19 @@ class W2SLoss(torch.nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor, t: Optional[Tensor] = None, weak: Optional[Tensor] = None,
                 mid: Optional[Tensor] = None, progress: Union[float, int] = 1.0) -> Tensor:
+        """The loss of one training step (the formulas are in the module docstring).
+
+        pred: the model's velocity v, [B, ...], the tensor that takes the gradient (and `mid` for
+        'branch' and 'segmented'). target: the flow-matching target u, same shape, dtype and device.
+        t: each sample's noise level, [B] in [0, 1] with t = 1 noise; read by 'segmented' only.
+        weak: the weak prediction for 'uncond', 'layerskip', 'separate' and 'segmented' (pass it
+        detached; the loss stops its gradient anyway). mid: the early-exit head's prediction for
+        'branch' and 'segmented'. progress: the fraction of training done, in [0, 1], for weak_alpha.
+
+        Returns a scalar for reduction 'mean' (the default) and 'sum', else the per-sample losses [B];
+        float64 for float64 inputs, else float32. A missing or unused operand, or a shape,
+        device or dtype mismatch, raises ValueError or TypeError naming the argument.
+        """
         given = {"weak": weak, "mid": mid}
         needed = OPERANDS[self.weak_type]
         for name, tensor in given.items():

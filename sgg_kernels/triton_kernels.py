@@ -8,9 +8,14 @@ terms are added in the order of the reference formula (as csrc/guidance_params.h
 
 Layouts:
 - dense (every operand has out's strides, covers its memory without gaps, samples one after the
-  other, as csrc/params_from_tensors.h): flat offsets, which Triton turns into 16-byte accesses when
-  the pointers and the sample size are multiples of 16 bytes/elements;
-- anything else: the offsets of each operand from its own strides (no copies, so a strided view of
+  other, as csrc/params_from_tensors.h), FLAT: blocks over all elements, whatever the sample size.
+  Every block but the last is unmasked, so each operand whose address is a multiple of 16 bytes moves
+  16-byte vectors (odd shapes such as (3, 5, 37, 41) included); an operand that is not (a chunk(2)
+  half after an odd-sized first half) takes element loads, the others keep their vectors. A block
+  covers at most two samples, so per-sample coefficients are two scalar loads and a select;
+- dense with per-sample coefficients and samples smaller than a block, PER_SAMPLE: blocks within
+  each sample, vectors when the sample size is a multiple of 16 elements;
+- anything else, STRIDED: the offsets of each operand from its own strides (no copies, so a strided view of
   x is written in place), over up to MAX_INNER_DIMS coalesced dims per sample.
 
 The launcher reads no tensor values and allocates nothing, so it can be captured in a CUDA graph.
@@ -30,11 +35,18 @@ MAX_INNER_DIMS = 4
 # in flight together before the store.
 _BYTES_PER_THREAD = 32
 _WARPS = 4
+# Layouts (the kernel's LAYOUT): see the module docstring.
+FLAT: tl.constexpr = tl.constexpr(0)
+PER_SAMPLE: tl.constexpr = tl.constexpr(1)
+STRIDED: tl.constexpr = tl.constexpr(2)
 
 
 @triton.jit
 def _load(ptr, offsets, mask, F64: tl.constexpr):
-    value = tl.load(ptr + offsets, mask=mask, other=0)
+    if mask is None:  # a full block: no mask, so the loads keep their 16-byte vectors
+        value = tl.load(ptr + offsets)
+    else:
+        value = tl.load(ptr + offsets, mask=mask, other=0)
     return value.to(tl.float64) if F64 else value.to(tl.float32)
 
 
@@ -50,52 +62,85 @@ def _inner_offsets(idx, s1, s2, s3, s4, d2, d3, d4):
     return i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4
 
 
+@triton.jit
+def _coefficient(ptr, first, second, in_second, stride, column: tl.constexpr):
+    """The coefficient of each element: a block covers at most two samples, `first` and `second`
+    (in_second is a vector mask in the flat layout, the scalar False otherwise)."""
+    value = tl.load(ptr + first * stride + column)
+    if second is not None:
+        value = tl.where(in_second, tl.load(ptr + second * stride + column), value)
+    return value
+
+
+@triton.jit
+def _guide_block(out_ptr, x_ptr, cond_ptr, uncond_ptr, weak_ptr, weights_ptr, step_ptr,
+                 o_off, x_off, c_off, u_off, w_off, mask, first, second, in_second, weights_stride, step_stride,
+                 HAS_X: tl.constexpr, HAS_UNCOND: tl.constexpr, HAS_WEAK: tl.constexpr, F64: tl.constexpr):
+    c = _load(cond_ptr, c_off, mask, F64)
+    g = c
+    if HAS_UNCOND:
+        w_u = _coefficient(weights_ptr, first, second, in_second, weights_stride, 0)
+        g = g + w_u.to(c.dtype) * (c - _load(uncond_ptr, u_off, mask, F64))
+    if HAS_WEAK:
+        w_w = _coefficient(weights_ptr, first, second, in_second, weights_stride, 1)
+        g = g + w_w.to(c.dtype) * (c - _load(weak_ptr, w_off, mask, F64))
+    if HAS_X:
+        a = _coefficient(step_ptr, first, second, in_second, step_stride, 0).to(c.dtype)
+        b = _coefficient(step_ptr, first, second, in_second, step_stride, 1).to(c.dtype)
+        g = a * _load(x_ptr, x_off, mask, F64) + b * g
+    if mask is None:
+        tl.store(out_ptr + o_off, g.to(out_ptr.dtype.element_ty))
+    else:
+        tl.store(out_ptr + o_off, g.to(out_ptr.dtype.element_ty), mask=mask)
+
+
 # Sizes and strides are not specialised (each distinct value pattern would be another compile); the
-# sample size and the pointers are, so the dense path learns its 16-byte alignment.
+# sample size and the pointers are, so the per-sample dense path learns its 16-byte alignment.
 @triton.jit(do_not_specialize=[
-    "blocks_per_sample", "weights_stride", "step_stride", "d2", "d3", "d4",
+    "numel", "last_sample", "blocks_per_sample", "weights_stride", "step_stride", "d2", "d3", "d4",
     "o0", "o1", "o2", "o3", "o4", "x0", "x1", "x2", "x3", "x4", "c0", "c1", "c2", "c3", "c4",
     "u0", "u1", "u2", "u3", "u4", "w0", "w1", "w2", "w3", "w4"])
 def _guided_step_kernel(
     out_ptr, x_ptr, cond_ptr, uncond_ptr, weak_ptr, weights_ptr, step_ptr,
-    per_sample, blocks_per_sample, weights_stride, step_stride,
+    numel, per_sample, last_sample, blocks_per_sample, weights_stride, step_stride,
     d2, d3, d4,
     o0, o1, o2, o3, o4, x0, x1, x2, x3, x4, c0, c1, c2, c3, c4,
     u0, u1, u2, u3, u4, w0, w1, w2, w3, w4,
-    HAS_X: tl.constexpr, HAS_UNCOND: tl.constexpr, HAS_WEAK: tl.constexpr, DENSE: tl.constexpr,
+    HAS_X: tl.constexpr, HAS_UNCOND: tl.constexpr, HAS_WEAK: tl.constexpr, LAYOUT: tl.constexpr,
     F64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    sample = (pid // blocks_per_sample).to(tl.int64)
-    idx = (pid % blocks_per_sample).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = idx < per_sample
-    if DENSE:
-        off = sample * per_sample + idx
-        o_off = off
-        x_off = off
-        c_off = off
-        u_off = off
-        w_off = off
+    if LAYOUT == FLAT:
+        # Blocks over all elements: offsets are multiples of BLOCK whatever the sample size, and only
+        # the last block is masked, so every other block moves 16-byte vectors.
+        start = pid.to(tl.int64) * BLOCK
+        off = start + tl.arange(0, BLOCK)
+        first = start // per_sample
+        second = tl.minimum(first + 1, last_sample)
+        in_second = off >= (first + 1) * per_sample
+        if start + BLOCK <= numel:
+            _guide_block(out_ptr, x_ptr, cond_ptr, uncond_ptr, weak_ptr, weights_ptr, step_ptr,
+                         off, off, off, off, off, None, first, second, in_second, weights_stride, step_stride,
+                         HAS_X, HAS_UNCOND, HAS_WEAK, F64)
+        else:
+            _guide_block(out_ptr, x_ptr, cond_ptr, uncond_ptr, weak_ptr, weights_ptr, step_ptr,
+                         off, off, off, off, off, off < numel, first, second, in_second, weights_stride,
+                         step_stride, HAS_X, HAS_UNCOND, HAS_WEAK, F64)
     else:
-        o_off = sample * o0 + _inner_offsets(idx, o1, o2, o3, o4, d2, d3, d4)
-        x_off = sample * x0 + _inner_offsets(idx, x1, x2, x3, x4, d2, d3, d4)
-        c_off = sample * c0 + _inner_offsets(idx, c1, c2, c3, c4, d2, d3, d4)
-        u_off = sample * u0 + _inner_offsets(idx, u1, u2, u3, u4, d2, d3, d4)
-        w_off = sample * w0 + _inner_offsets(idx, w1, w2, w3, w4, d2, d3, d4)
-
-    c = _load(cond_ptr, c_off, mask, F64)
-    g = c
-    if HAS_UNCOND:
-        w_u = tl.load(weights_ptr + sample * weights_stride)
-        g = g + w_u.to(c.dtype) * (c - _load(uncond_ptr, u_off, mask, F64))
-    if HAS_WEAK:
-        w_w = tl.load(weights_ptr + sample * weights_stride + 1)
-        g = g + w_w.to(c.dtype) * (c - _load(weak_ptr, w_off, mask, F64))
-    if HAS_X:
-        a = tl.load(step_ptr + sample * step_stride).to(c.dtype)
-        b = tl.load(step_ptr + sample * step_stride + 1).to(c.dtype)
-        g = a * _load(x_ptr, x_off, mask, F64) + b * g
-    tl.store(out_ptr + o_off, g.to(out_ptr.dtype.element_ty), mask=mask)
+        sample = (pid // blocks_per_sample).to(tl.int64)
+        idx = (pid % blocks_per_sample).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        if LAYOUT == PER_SAMPLE:
+            off = sample * per_sample + idx
+            o_off, x_off, c_off, u_off, w_off = off, off, off, off, off
+        else:
+            o_off = sample * o0 + _inner_offsets(idx, o1, o2, o3, o4, d2, d3, d4)
+            x_off = sample * x0 + _inner_offsets(idx, x1, x2, x3, x4, d2, d3, d4)
+            c_off = sample * c0 + _inner_offsets(idx, c1, c2, c3, c4, d2, d3, d4)
+            u_off = sample * u0 + _inner_offsets(idx, u1, u2, u3, u4, d2, d3, d4)
+            w_off = sample * w0 + _inner_offsets(idx, w1, w2, w3, w4, d2, d3, d4)
+        _guide_block(out_ptr, x_ptr, cond_ptr, uncond_ptr, weak_ptr, weights_ptr, step_ptr,
+                     o_off, x_off, c_off, u_off, w_off, idx < per_sample, sample, None, False,
+                     weights_stride, step_stride, HAS_X, HAS_UNCOND, HAS_WEAK, F64)
 
 
 def _gap_free(t: Tensor) -> bool:
@@ -155,10 +200,11 @@ def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Option
     per_sample = numel // batch
     weights_stride = 2 if weights.dim() == 2 else 0
     step_stride = 2 if step is not None and step.dim() == 2 else 0
-    dense = _is_dense(out, present)
-    if dense:
+    block = _block(cond.element_size())
+    if _is_dense(out, present):
         if batch == 1 or weights_stride == step_stride == 0:
-            batch, per_sample = 1, numel  # one flat range: no sample boundaries to respect
+            batch, per_sample = 1, numel  # one sample as far as the coefficients go
+        layout = FLAT if per_sample >= block else PER_SAMPLE
         inner_sizes, stride_args = [1] * (MAX_INNER_DIMS - 1), [0] * (len(slots) * (MAX_INNER_DIMS + 1))
     else:
         sizes, inner = _inner_layout(present)
@@ -169,6 +215,7 @@ def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Option
             for i in range(cond.shape[dim]):
                 launch_triton(*(None if t is None else t.select(dim, i) for t in slots), weights, step)
             return
+        layout = STRIDED
         pad = [0] * (MAX_INNER_DIMS - len(sizes))
         inner_sizes = ([1] * len(pad) + sizes)[1:]  # the outermost size is implied by per_sample
         strides = iter(inner)
@@ -176,15 +223,15 @@ def launch_triton(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Option
         for t in slots:
             stride_args += [0] * (MAX_INNER_DIMS + 1) if t is None else [t.stride(0), *pad, *next(strides)]
 
-    block = _block(cond.element_size())
     blocks_per_sample = triton.cdiv(per_sample, block)
+    programs = triton.cdiv(numel, block) if layout == FLAT else batch * blocks_per_sample
     # Absent operands pass cond's pointer; the kernel never reads it (HAS_* are compile-time flags).
-    _guided_step_kernel[(batch * blocks_per_sample,)](
+    _guided_step_kernel[(programs,)](
         out, cond if x is None else x, cond, cond if uncond is None else uncond, cond if weak is None else weak,
         weights, weights if step is None else step,
-        per_sample, blocks_per_sample, weights_stride, step_stride,
+        numel, per_sample, batch - 1, blocks_per_sample, weights_stride, step_stride,
         *inner_sizes, *stride_args,
-        HAS_X=x is not None, HAS_UNCOND=uncond is not None, HAS_WEAK=weak is not None, DENSE=dense,
+        HAS_X=x is not None, HAS_UNCOND=uncond is not None, HAS_WEAK=weak is not None, LAYOUT=layout,
         F64=cond.dtype == torch.float64, BLOCK=block, num_warps=_WARPS,
         enable_fp_fusion=False,  # plain mul/add, as the CPU and CUDA kernels: the backends agree bit for bit
     )

@@ -1,9 +1,14 @@
 """Triton kernels of sgg.w2s_loss (schema, checks and autograd in sgg_kernels/w2s_loss.py).
 
-One program per (sample, chunk of BLOCK elements). Forward writes one partial sum per program into a
-[B, chunks] table that torch then adds in a fixed order, so the loss is deterministic run to run
-(no atomics). Backward is elementwise and writes grad_v and grad_mid in the same pass.
-Launchers take contiguous operands and do not validate (the op does).
+One program per (sample, chunk of BLOCK elements), numbered on grid axis 0 (axis 1 is capped at
+65535 programs, which a sample of more than 65535 * BLOCK elements would pass). Forward writes one
+partial sum per program into a [B, chunks] table that torch then adds in a fixed order, so the loss
+is deterministic run to run (no atomics). Backward is elementwise and writes grad_v and grad_mid in
+the same pass. Launchers take contiguous operands and do not validate (the op does).
+
+Multiply-adds are not fused (enable_fp_fusion=False), as in the guidance kernels and the CPU and
+CUDA builds (-ffp-contract=off, --fmad=false): every product and sum rounds as in the CPU kernel,
+so the elementwise gradients match it bit for bit; the loss differs from it only in summation order.
 """
 from __future__ import annotations
 
@@ -13,9 +18,12 @@ import triton.language as tl
 
 from .reference import accumulation_dtype
 
-# 4096 elements per program: the float32 tree sum stays short, and an SD3-1024 latent sample
-# (16*128*128 = 256K elements) still gives 64 programs per sample.
-BLOCK = 4096
+# 1024 elements per program at 4 warps, 8 per thread: at 4096 (32 per thread) ptxas -v for sm_90a
+# reported 168-255 registers and a stack in float64, 25 % occupancy at best;
+# tests/test_triton_ptx.py keeps every variant under REGISTER_LIMIT. An SD3-1024 latent sample (256K
+# elements) gives 256 programs per sample.
+BLOCK = 1024
+WARPS = 4
 
 
 @triton.jit
@@ -36,8 +44,9 @@ def _element_terms(v_ptr, u_ptr, weak_ptr, mid_ptr, offs, mask, lam, HAS_WEAK: t
 @triton.jit
 def _w2s_forward_kernel(partial_ptr, v_ptr, u_ptr, weak_ptr, mid_ptr, coefs_ptr, coef_stride, n, chunks,
                         HAS_WEAK: tl.constexpr, HAS_MID: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    sample = tl.program_id(0).to(tl.int64)
-    chunk = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0).to(tl.int64)
+    sample = pid // chunks
+    chunk = pid % chunks
     within = chunk * BLOCK + tl.arange(0, BLOCK)
     mask = within < n
     offs = sample * n + within
@@ -53,10 +62,11 @@ def _w2s_forward_kernel(partial_ptr, v_ptr, u_ptr, weak_ptr, mid_ptr, coefs_ptr,
 
 @triton.jit
 def _w2s_backward_kernel(grad_v_ptr, grad_mid_ptr, grad_ptr, v_ptr, u_ptr, weak_ptr, mid_ptr, coefs_ptr,
-                         coef_stride, n, HAS_WEAK: tl.constexpr, HAS_MID: tl.constexpr, ACC: tl.constexpr,
-                         BLOCK: tl.constexpr):
-    sample = tl.program_id(0).to(tl.int64)
-    within = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+                         coef_stride, n, chunks, HAS_WEAK: tl.constexpr, HAS_MID: tl.constexpr,
+                         ACC: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    sample = pid // chunks
+    within = (pid % chunks) * BLOCK + tl.arange(0, BLOCK)
     mask = within < n
     offs = sample * n + within
     lam = tl.load(coefs_ptr + sample * coef_stride).to(ACC)
@@ -87,9 +97,10 @@ def forward_triton(loss, v, u, weak, mid, coefs) -> None:
         return
     partial = torch.zeros(batch, chunks, dtype=loss.dtype, device=v.device)
     if chunks:
-        _w2s_forward_kernel[(batch, chunks)](
+        _w2s_forward_kernel[(batch * chunks,)](
             partial, v, u, v if weak is None else weak, v if mid is None else mid, coefs, coef_stride, n, chunks,
-            HAS_WEAK=weak is not None, HAS_MID=mid is not None, ACC=acc, BLOCK=BLOCK)
+            HAS_WEAK=weak is not None, HAS_MID=mid is not None, ACC=acc, BLOCK=BLOCK, num_warps=WARPS,
+            enable_fp_fusion=False)
     # Chunks add in float64 in a fixed order; 0/0 = NaN for empty samples, as the mean of nothing.
     loss.copy_(partial.sum(1, dtype=torch.float64) / n if n else torch.full_like(loss, float("nan")))
 
@@ -99,7 +110,8 @@ def backward_triton(grad_v, grad_mid, grad, v, u, weak, mid, coefs) -> None:
     batch, n, chunks, coef_stride, acc = _layout(v, coefs)
     if batch * n == 0:
         return
-    _w2s_backward_kernel[(batch, chunks)](
+    _w2s_backward_kernel[(batch * chunks,)](
         grad_v, grad_v if grad_mid is None else grad_mid, grad, v, u, v if weak is None else weak,
-        v if mid is None else mid, coefs, coef_stride, n,
-        HAS_WEAK=weak is not None, HAS_MID=mid is not None, ACC=acc, BLOCK=BLOCK)
+        v if mid is None else mid, coefs, coef_stride, n, chunks,
+        HAS_WEAK=weak is not None, HAS_MID=mid is not None, ACC=acc, BLOCK=BLOCK, num_warps=WARPS,
+        enable_fp_fusion=False)

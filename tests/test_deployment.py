@@ -1,5 +1,6 @@
 """The ops outside this Python package: the library alone (torch.ops.load_library), a C++ program,
 TorchScript, torch.export + AOTInductor with a dynamic batch, and torch.compile(dynamic=True)."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,27 +14,13 @@ from sgg_kernels.reference import guided_step_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPP_EXAMPLE = os.path.join(ROOT, "build", "cpp_example", "sgg_cpp_example")
+EXPORT_SCRIPT = os.path.join(ROOT, "examples", "cpp", "export_modules.py")
 
-
-class Guided(torch.nn.Module):
-    """guide with shared [2] weights, guided_step with per-sample [B, 2] weights, and the in-place step."""
-
-    def forward(self, x, cond, uncond, weak, shared, weights, step):
-        y = x.clone()
-        torch.ops.sgg.guided_step_(y, cond, uncond, weak, weights, step)
-        return (torch.ops.sgg.guide(cond, uncond, weak, shared),
-                torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step), y)
-
-
-class Step(torch.nn.Module):
-    def forward(self, x, cond, uncond, weak, weights, step):
-        return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
-
-
-def inputs(batch, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x, c, u, w = (torch.randn(batch, 4, 8, 8, generator=g) for _ in range(4))
-    return x, c, u, w, torch.tensor([0.5, 0.25]), torch.rand(batch, 2, generator=g), torch.rand(batch, 2, generator=g)
+# The documented script's modules and inputs (examples/cpp is not a package).
+_spec = importlib.util.spec_from_file_location("export_modules", EXPORT_SCRIPT)
+export_modules = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(export_modules)
+inputs = export_modules.example_inputs
 
 
 def expected(x, c, u, w, shared, weights, step):
@@ -72,14 +59,18 @@ def test_ops_work_in_a_process_that_only_loads_the_library():
 
 
 @pytest.fixture(scope="module")
-def aoti_package(tmp_path_factory):
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    per_sample = {0: batch}
-    dynamic = {"x": per_sample, "cond": per_sample, "uncond": per_sample, "weak": per_sample, "shared": None,
-               "weights": per_sample, "step": per_sample}
-    program = torch.export.export(Guided(), inputs(3), dynamic_shapes=dynamic)
-    path = str(tmp_path_factory.mktemp("aoti") / "guided.pt2")
-    return torch._inductor.aoti_compile_and_package(program, package_path=path)
+def exported(tmp_path_factory):
+    """step.pt and guided.pt2, written by examples/cpp/export_modules.py as a user runs it."""
+    out = tmp_path_factory.mktemp("exported")
+    result = subprocess.run([sys.executable, EXPORT_SCRIPT, str(out)], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return str(out / "step.pt"), str(out / "guided.pt2")
+
+
+@pytest.fixture(scope="module")
+def aoti_package(exported):
+    return exported[1]
 
 
 @pytest.mark.slow
@@ -113,16 +104,34 @@ def _standalone_helpers():
 
 
 @pytest.mark.slow
-def test_cpp_program_calls_the_ops_directly_through_torchscript_and_through_aoti(aoti_package, tmp_path):
+def test_cpp_program_calls_the_ops_directly_through_torchscript_and_through_aoti(exported):
     assert os.path.exists(CPP_EXAMPLE), f"{CPP_EXAMPLE} is not built: run `make cpp-example`"
-    scripted = str(tmp_path / "step.pt")
-    torch.jit.script(Step()).save(scripted)
+    scripted, aoti_package = exported
     result = subprocess.run([CPP_EXAMPLE, sgg_kernels.library_path(), "--torchscript", scripted, "--aoti", aoti_package],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("sgg::guided_step:", "guided_step_ (in place)", "bad weights refused", "TorchScript module",
                  "AOTInductor package, guided_step, B=5", "all ok"):
         assert line in result.stdout, result.stdout
+
+
+def test_cpp_program_refuses_a_missing_library_and_another_signature_without_aborting(tmp_path):
+    assert os.path.exists(CPP_EXAMPLE), f"{CPP_EXAMPLE} is not built: run `make cpp-example`"
+    for library, problem in (("", "no LIBRARY given"), (str(tmp_path / "nowhere.so"), "is not a file")):
+        result = subprocess.run([CPP_EXAMPLE, library], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and problem in result.stderr and "usage:" in result.stderr, result.stderr
+
+    class SevenInputs(torch.nn.Module):  # the AOTInductor signature, given as a TorchScript module
+        def forward(self, x, cond, uncond, weak, shared, weights, step):
+            return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
+
+    scripted = str(tmp_path / "seven.pt")
+    torch.jit.script(SevenInputs()).save(scripted)
+    result = subprocess.run([CPP_EXAMPLE, sgg_kernels.library_path(), "--torchscript", scripted],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr  # a failed check, not an abort (-6)
+    assert "ok   sgg::guided_step:" in result.stdout and "FAIL TorchScript module" in result.stdout, result.stdout
+    assert "export_modules.py" in result.stdout, result.stdout
 
 
 def test_compile_with_an_unbacked_batch_makes_one_graph():

@@ -28,7 +28,7 @@ TIMEOUT_S = 120  # per block; the blocks are meant to take seconds (the slowest 
 # Top-level modules of the package's extras (setup.py's extras_require): a block needing one that is
 # not installed is skipped, as the tests importorskip them; any other missing module is an error.
 OPTIONAL_MODULES = {"diffusers": "diffusers", "transformers": "diffusers", "accelerate": "diffusers",
-                    "matplotlib": "demo", "triton": "triton"}
+                    "matplotlib": "demo", "triton": "triton", "k_diffusion": "k-diffusion"}
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 
 

@@ -3,17 +3,29 @@
 //
 //   sgg_cpp_example LIBRARY [--torchscript MODULE.pt] [--aoti PACKAGE.pt2]
 //
-// LIBRARY is what `python -c "import sgg_kernels; print(sgg_kernels.library_path())"` prints. Every
-// result is compared with the formula computed here in float64; the exit code says whether all agree.
+// LIBRARY is what `python -c "import sgg_kernels; print(sgg_kernels.library_path())"` prints (run it
+// outside a source checkout, or after building one in place). examples/cpp/export_modules.py writes a
+// module and a package of the signatures expected here (x, cond, uncond, weak: float32 [B, 4, 8, 8];
+// shared: float32 [2]; weights, step: float32 [B, 2]):
+//   MODULE.pt:   forward(x, cond, uncond, weak, weights, step) -> guided_step(...), B = 2
+//   PACKAGE.pt2: (x, cond, uncond, weak, shared, weights, step) -> (guide with the shared weights,
+//                guided_step with the per-sample weights, ...), run at B = 1, 3 and 5
+// Every result is compared with the formula computed here in float64; the exit code says whether all
+// agree (0), some differ or a module does not run (1), or the command line is wrong (2).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <dlfcn.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
 #include <cstring>
+#include <exception>
+#include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -111,24 +123,53 @@ void run_aoti(const std::string& path) {
   }
 }
 
+// Runs one deployed-model check; a module of another signature is reported, not an abort.
+void run_checked(const std::string& what, const std::string& path, const std::function<void(const std::string&)>& run) {
+  try {
+    run(path);
+  } catch (const std::exception& e) {
+    const c10::Error* error = dynamic_cast<const c10::Error*>(&e);
+    std::cout << "FAIL " << what << " " << path << " did not run: "
+              << (error ? error->what_without_backtrace() : e.what())
+              << "\n     (expected signatures: see the top of examples/cpp/main.cpp; "
+                 "examples/cpp/export_modules.py writes them)\n";
+    ++g_failures;
+  }
+}
+
+int usage(const char* program, const std::string& problem) {
+  std::cerr << program << ": " << problem << "\nusage: " << program
+            << " LIBRARY [--torchscript MODULE.pt] [--aoti PACKAGE.pt2]\n"
+               "  LIBRARY: LIB=$(cd / && python -c \"import sgg_kernels; print(sgg_kernels.library_path())\")\n";
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::cerr << "usage: " << argv[0] << " LIBRARY [--torchscript MODULE.pt] [--aoti PACKAGE.pt2]\n";
-    return 2;
-  }
+  if (argc < 2 || argv[1][0] == '\0') return usage(argv[0], "no LIBRARY given (an empty path: did the python command fail?)");
+  std::error_code missing;
+  if (!std::filesystem::is_regular_file(argv[1], missing)) return usage(argv[0], std::string("LIBRARY ") + argv[1] + " is not a file");
   // Loading runs the library's static registrations: the sgg ops join the dispatcher.
   if (!dlopen(argv[1], RTLD_NOW | RTLD_GLOBAL)) {
     std::cerr << "cannot load " << argv[1] << ": " << dlerror() << "\n";
     return 2;
   }
+  if (!c10::Dispatcher::singleton().findSchema({"sgg::guided_step", ""})) {
+    return usage(argv[0], std::string(argv[1]) + " defines no sgg ops: it is not sgg_kernels' operator library");
+  }
+  std::vector<std::pair<std::string, std::string>> modules;  // option, path
+  for (int i = 2; i < argc; i += 2) {
+    const std::string option = argv[i];
+    if (option != "--torchscript" && option != "--aoti") return usage(argv[0], "unknown option " + option);
+    if (i + 1 >= argc || argv[i + 1][0] == '\0') return usage(argv[0], option + " needs a file");
+    modules.emplace_back(option, argv[i + 1]);
+  }
   at::manual_seed(0);
   call_through_dispatcher();
-  for (int i = 2; i + 1 < argc; i += 2) {
-    if (std::string(argv[i]) == "--torchscript") run_torchscript(argv[i + 1]);
-    else if (std::string(argv[i]) == "--aoti") run_aoti(argv[i + 1]);
-    else return std::cerr << "unknown option " << argv[i] << "\n", 2;
+  for (const auto& [option, path] : modules) {
+    if (option == "--torchscript") run_checked("TorchScript module", path, run_torchscript);
+    else run_checked("AOTInductor package", path, run_aoti);
   }
   std::cout << (g_failures ? "FAILED\n" : "all ok\n");
   return g_failures ? 1 : 0;

@@ -35,9 +35,22 @@ def size_for_bytes(megabytes: float, dtype: torch.dtype) -> tuple:
     return (1, 16, side, side)
 
 
+class ChunkHalves(tuple):
+    """A shape whose cond and uncond are the chunk(2) halves of one [2B, ...] tensor, as a model's
+    batched CFG pass returns them; with an odd-sized first half, uncond is not 16-byte aligned.
+    (w2s_loss cases take the shape only.)"""
+
+
+# GPU-only layouts (docs/design.md, "Kernels per backend"): an odd sample size, 7585 elements, which
+# the Triton dense path must still move in 16-byte vectors; chunk(2) halves whose second half starts
+# 8 bytes off 16-byte alignment in bf16.
+GPU_LAYOUT_SIZES = {"odd 3x5x37x41": (3, 5, 37, 41), "chunk(2) halves 1x4x127x127": ChunkHalves((1, 4, 127, 127))}
+
+
 def sizes(device: str, dtype: torch.dtype, preset: str = "full") -> dict:
-    """Label -> shape. full: SD3-1024 latents at B = 1, 2, 4, the video latent, and large operands;
-    default: one SD3-1024 image and the video latent; tiny: one small shape (tests and CI)."""
+    """Label -> shape. full: SD3-1024 latents at B = 1, 2, 4, the video latent, and large operands,
+    and on CUDA GPU_LAYOUT_SIZES; default: one SD3-1024 image and the video latent; tiny: one small
+    shape (tests and CI)."""
     if preset == "tiny":
         return {"tiny 2x16x8x8": (2, 16, 8, 8)}
     if preset == "default":
@@ -45,6 +58,8 @@ def sizes(device: str, dtype: torch.dtype, preset: str = "full") -> dict:
     out = {f"sd3-1024 B={b}": (b, 16, 128, 128) for b in (1, 2, 4)}
     out["video 21x90x160"] = (1, 16, 21, 90, 160)
     out.update({f"{mb} MB": size_for_bytes(mb, dtype) for mb in ((64, 256) if device == "cuda" else (64,))})
+    if device == "cuda":
+        out.update(GPU_LAYOUT_SIZES)
     return out
 
 
@@ -78,6 +93,8 @@ class Inputs:
 def make_inputs(shape, dtype, device="cpu", seed=0) -> Inputs:
     g = torch.Generator(device=device).manual_seed(seed)
     x, c, u, w = (torch.randn(shape, generator=g, device=device, dtype=torch.float32).to(dtype) for _ in range(4))
+    if isinstance(shape, ChunkHalves):
+        c, u = torch.cat([c, u]).chunk(2)
     weights = torch.tensor([CFG_SCALE - 1, SLG_SCALE], device=device)
     return Inputs(x, c, u, w, weights, torch.tensor([1.0, DT], device=device))
 
@@ -127,8 +144,13 @@ def _rotating(fn, sets):
 def _same_bytes_copy(nbytes: int, device: str) -> Callable:
     """Reads and writes nbytes in total: the bandwidth yardstick for a kernel that moves nbytes. It
     rotates through as many buffers as the kernels' input sets: one pair that stays in cache made the
-    copy 84 GB/s at the SD3 size on a 32 MB-L3 EPYC, against 9-17 GB/s from memory."""
-    pairs = [[torch.empty(nbytes // 2, dtype=torch.uint8, device=device) for _ in range(2)]
+    copy 84 GB/s at the SD3 size on a 32 MB-L3 EPYC, against 9-17 GB/s from memory.
+
+    The buffers are written once here, as the kernels' inputs are. Left empty, every timed call of the
+    first pass over the 64 sets faulted its pages in (on the 2-core Xeon, 9.2 ms per 4 MB call against
+    0.29 ms on the next pass; the default run times at most 50 calls, all in that first pass), and the
+    source stayed the kernel's shared zero page, read from cache: the yardstick measured page faults."""
+    pairs = [[torch.ones(nbytes // 2, dtype=torch.uint8, device=device) for _ in range(2)]
              for _ in range(input_set_count(nbytes, device))]
     return _rotating(lambda pair: pair[1].copy_(pair[0]), pairs)
 

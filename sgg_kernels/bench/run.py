@@ -3,6 +3,7 @@ reference and then timed by timing.plan() / timing.measure(), into table rows.""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 import torch
@@ -17,9 +18,22 @@ from .table import COMPILE
 FULL_ONLY = ("sgg torch", ONE_EAGER_OP)
 
 
+class _NoCudaRuntimeNote(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." warning: torch.utils.cpp_extension
+    logs it when inductor imports it to compile the CPU chains on a machine with a CUDA toolkit but no
+    GPU, which is no news to a CPU benchmark."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
 def configure(threads: int | None) -> None:
     """torch's CPU threads for the run, and room for one compiled chain per op, dtype, size and rank
     (more than dynamo's default recompile limit of 8)."""
+    if not torch.cuda.is_available():
+        logger = logging.getLogger("torch.utils.cpp_extension")
+        if not any(isinstance(f, _NoCudaRuntimeNote) for f in logger.filters):
+            logger.addFilter(_NoCudaRuntimeNote())
     if threads:
         torch.set_num_threads(threads)
     for knob in ("cache_size_limit", "recompile_limit"):
@@ -32,6 +46,20 @@ def _row(case, size: str, dtype: str, provider: str, stats: dict) -> dict:
                 device=case.device, bytes=case.bytes_moved, **stats)
 
 
+def _selected(provider):
+    return use_backend(provider.backend) if provider.backend else contextlib.nullcontext()
+
+
+def _with_backend(provider, round_fn):
+    if not provider.backend:
+        return round_fn
+
+    def run():
+        with use_backend(provider.backend):
+            return round_fn()
+    return run
+
+
 def run_ops(device: str, preset: str, ops=OPS, dtypes=tuple(DTYPES), target_s: float = timing.TARGET_SECONDS,
             log=print) -> list[dict]:
     """Rows of every op x dtype x size of the preset x provider (all providers for "full")."""
@@ -41,20 +69,24 @@ def run_ops(device: str, preset: str, ops=OPS, dtypes=tuple(DTYPES), target_s: f
             for size, shape in sizes(device, DTYPES[dtype], preset).items():
                 t0 = time.perf_counter()
                 case = make_case(op, shape, DTYPES[dtype], device)
+                plans = {}
                 for name, provider in case.providers.items():
                     if preset != "full" and name in FULL_ONLY:
                         continue
-                    with use_backend(provider.backend) if provider.backend else contextlib.nullcontext():
+                    with _selected(provider):
                         try:
                             case.check(name)  # torch.compile compiles here, on the first call
-                            plan = timing.plan(provider.fn, device, case.bytes_moved, tiny=preset == "tiny",
-                                               target_s=target_s)
+                            plans[name] = timing.plan(provider.fn, device, case.bytes_moved, tiny=preset == "tiny",
+                                                      target_s=target_s)
                         except Exception as e:  # e.g. inductor without a C++ compiler: the table says so
                             if name != COMPILE:
                                 raise
                             log(f"  {name} unavailable at {op} {size} {dtype}: {type(e).__name__}: "
                                 f"{str(e).splitlines()[0] if str(e) else ''}")
-                            continue
-                        rows.append(_row(case, size, dtype, name, timing.measure(plan)))
+                # The providers' rounds interleaved; each round runs with its provider's backend selected.
+                selected = [timing.Plan(_with_backend(case.providers[n], p.round), p.rounds, p.warmup_rounds,
+                                        p.calls_per_round, p.clock) for n, p in plans.items()]
+                for name, stats in zip(plans, timing.measure_side_by_side(selected)):
+                    rows.append(_row(case, size, dtype, name, stats))
                 log(f"  {op} {size} {dtype}: {time.perf_counter() - t0:.1f} s")
     return rows

@@ -85,11 +85,22 @@ def summarize(per_call: list) -> dict:
 
 def measure(p: Plan) -> dict:
     """Runs the plan and returns summarize() of the per-call times, with calls_per_round."""
-    for _ in range(p.warmup_rounds):
-        p.round()
-    per_call = []
-    for _ in range(p.rounds):
-        t0 = p.clock()
-        p.round()
-        per_call.append((p.clock() - t0) / p.calls_per_round)
-    return dict(summarize(per_call), calls_per_round=p.calls_per_round)
+    return measure_side_by_side([p])[0]
+
+
+def measure_side_by_side(plans: list) -> list:
+    """measure() of several plans with their rounds interleaved (round 1 of each, then round 2, ...), so
+    a change of load during the run slows every provider alike and their ratios keep. Timed one
+    provider after another, two unchanged default runs on the loaded 2-core VM put one op's standing
+    65% apart (guided_step fp32 against the copy): the load had changed between the two timings."""
+    for p in plans:
+        for _ in range(p.warmup_rounds):
+            p.round()
+    per_call = [[] for _ in plans]
+    for i in range(max(p.rounds for p in plans)):
+        for p, times in zip(plans, per_call):
+            if i < p.rounds:
+                t0 = p.clock()
+                p.round()
+                times.append((p.clock() - t0) / p.calls_per_round)
+    return [dict(summarize(times), calls_per_round=p.calls_per_round) for p, times in zip(plans, per_call)]

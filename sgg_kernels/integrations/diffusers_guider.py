@@ -17,15 +17,19 @@ the same condition). Both are hooks armed for that one call and removed however 
 (:mod:`.weak_pass`).
 
 Schedules: step segments count the pipeline's steps from 1, inclusive (``from_sd3_args``,
-``sd3_paper``); noise-level segments read t = timestep / ``num_train_timesteps``, which is the
-scheduler's sigma for diffusers' flow-matching schedulers (timesteps = sigmas * 1000), computed in
-float64 from the float32 timestep. Reading t costs one host read of the step's timestep; schedules
-with step segments only never read it.
+``sd3_paper``); noise-level segments read t = the scheduler's sigma at the step, the package's one
+t convention (the SD3 drop-in and the sampler use it too), so a boundary set exactly at a sigma puts
+each step on the same side everywhere. Give the pipeline's scheduler (``scheduler=pipe.scheduler``)
+and t is that sigma exactly, looked up by the step's timestep. Without it, t is recovered from the
+timestep as float32(timestep / ``num_train_timesteps``): diffusers' flow-matching schedulers make
+timesteps = float32(sigmas * 1000), and this recovers their float32 sigma except within one float32
+step for about 2% of values (integer timesteps, as UniPC's, are off by up to 0.5 / 1000). Reading t
+costs one host read of the step's timestep; schedules with step segments only never read it.
 """
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +38,7 @@ from diffusers.guiders.guider_utils import BaseGuidance, GuiderOutput
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.sgg.*)
 from ..schedule import GuidanceSchedule
+from .skip_layers import SkipLayers, normalize_skip_layers
 from .weak_pass import arm_weak_pass, check_skip_layers, disarm
 
 COND, UNCOND, WEAK = "pred_cond", "pred_uncond", "pred_weak"
@@ -44,26 +49,28 @@ class SGGGuider(BaseGuidance):
 
     Args:
         schedule: a `GuidanceSchedule`, or its `to_dict()` form (what the saved config holds).
-        skip_layers: block indices of the denoiser's main block list skipped in the weak pass.
+        skip_layers: blocks skipped in the weak pass: indices into the denoiser's main block list, or a dict
+            from block-list name to indices (`skip_layers.skip_layer_candidates` lists them).
         weak_model: a separate weak denoiser called exactly as the pipeline calls its own; not saved
             in the config (pass it again to `from_pretrained`).
-        num_train_timesteps: t = timestep / num_train_timesteps for noise-level segments.
+        num_train_timesteps: without `scheduler`, t = float32(timestep / num_train_timesteps).
+        scheduler: the pipeline's scheduler; noise-level segments then read its sigma exactly. Not
+            saved in the config (pass it again to `from_pretrained`).
         enabled: when False every step is the conditional prediction alone.
     """
 
     _input_predictions = [COND, UNCOND, WEAK]
 
-    def __init__(self, schedule: Union[GuidanceSchedule, dict], skip_layers: Optional[Sequence[int]] = None,
-                 weak_model: Optional[Callable] = None, num_train_timesteps: int = 1000, enabled: bool = True):
+    def __init__(self, schedule: Union[GuidanceSchedule, dict], skip_layers: Optional[SkipLayers] = None,
+                 weak_model: Optional[Callable] = None, num_train_timesteps: int = 1000, enabled: bool = True,
+                 scheduler: Optional[Any] = None):
         super().__init__(0.0, 1.0, enabled)
         if isinstance(schedule, dict):
             schedule = GuidanceSchedule.from_dict(schedule)
         if not isinstance(schedule, GuidanceSchedule):
             raise TypeError(f"schedule must be a GuidanceSchedule or its to_dict() form, got {type(schedule).__name__}")
         if skip_layers is not None:
-            if isinstance(skip_layers, int) or not all(isinstance(k, int) for k in skip_layers) or not skip_layers:
-                raise ValueError(f"skip_layers must be a non-empty list of block indices, got {skip_layers!r}")
-            skip_layers = list(skip_layers)
+            skip_layers = normalize_skip_layers(skip_layers)
         if skip_layers is not None and weak_model is not None:
             raise ValueError("give skip_layers or weak_model for the weak pass, not both")
         if any(seg.kind == "cag" for seg in schedule.segments) and skip_layers is None and weak_model is None:
@@ -71,6 +78,10 @@ class SGGGuider(BaseGuidance):
                              "(blocks of the denoiser to skip) or weak_model (a separate denoiser); neither was given")
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be a positive int, got {num_train_timesteps!r}")
+        if scheduler is not None and not (hasattr(scheduler, "timesteps") and hasattr(scheduler, "sigmas")):
+            raise TypeError(f"scheduler must be the pipeline's diffusers scheduler (with timesteps and sigmas), "
+                            f"got {type(scheduler).__name__}")
+        self.scheduler = scheduler
         self.schedule, self.skip_layers, self.weak_model = schedule, skip_layers, weak_model
         self.num_train_timesteps = num_train_timesteps
         self._reads_t = any(seg.unit == "t" for seg in schedule.segments)
@@ -97,12 +108,24 @@ class SGGGuider(BaseGuidance):
         if self._reads_t:
             if timestep is None:
                 raise ValueError("the schedule has noise-level segments but the pipeline gave no timestep")
-            t = float(timestep) / self.num_train_timesteps
+            t = self._sigma(step, timestep)
             if not 0 <= t <= 1:
                 raise ValueError(f"step {step + 1}: t = timestep / num_train_timesteps = {t:.6g} is outside [0, 1]; "
                                  "set num_train_timesteps to the scheduler's")
         row = self.schedule.weights(torch.full((num_inference_steps,), t, dtype=torch.float64))[step]
         self._lams = (float(row[0]), float(row[1]))
+
+    def _sigma(self, step: int, timestep) -> float:
+        """The step's t: the scheduler's sigma at this timestep (see the module docstring)."""
+        timestep = torch.as_tensor(timestep).reshape(-1)[:1].cpu()
+        if self.scheduler is None:
+            return float(timestep.float() / self.num_train_timesteps)
+        timesteps = torch.as_tensor(self.scheduler.timesteps).cpu()
+        match = (timesteps == timestep.to(timesteps.dtype)).nonzero()
+        if len(match) == 0:
+            raise ValueError(f"step {step + 1}: timestep {float(timestep):g} is not one of the scheduler's timesteps; "
+                             "give SGGGuider the scheduler this pipeline runs (scheduler=pipe.scheduler)")
+        return float(torch.as_tensor(self.scheduler.sigmas)[int(match[0, 0])])
 
     def _check_fits(self, num_inference_steps: int) -> None:
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
@@ -186,12 +209,14 @@ class SGGGuider(BaseGuidance):
 
     def new(self, **kwargs) -> "SGGGuider":
         """A copy with the same config (and weak model), updated by `kwargs`."""
-        return self.__class__.from_config(self.config, **{"weak_model": self.weak_model, **kwargs})
+        return self.__class__.from_config(self.config, **{"weak_model": self.weak_model, "scheduler": self.scheduler,
+                                                          **kwargs})
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, subfolder=None, return_unused_kwargs=False,
-                        weak_model: Optional[Callable] = None, **kwargs):
-        """The saved guider; `weak_model` is not part of the config, so a weak-model guider takes it again."""
+                        weak_model: Optional[Callable] = None, scheduler: Optional[Any] = None, **kwargs):
+        """The saved guider; `weak_model` and `scheduler` are not part of the config, so they are given again."""
         config, kwargs = cls.load_config(pretrained_model_name_or_path=pretrained_model_name_or_path,
                                          subfolder=subfolder, return_unused_kwargs=True, **kwargs)
-        return cls.from_config(config, return_unused_kwargs=return_unused_kwargs, weak_model=weak_model, **kwargs)
+        return cls.from_config(config, return_unused_kwargs=return_unused_kwargs, weak_model=weak_model,
+                               scheduler=scheduler, **kwargs)

@@ -12,6 +12,7 @@ Needs the ``diffusers`` extra (``pip install .[diffusers]``); ``import sgg_kerne
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -25,6 +26,7 @@ from diffusers.utils import logging
 from ..distributed import as_branch_group, evaluate_branches
 from ..sampler import GuidanceTables
 from ..schedule import SHAPES, GuidanceSchedule, Segment
+from .sd3_per_prompt import check_schedules, denoise_per_prompt, union
 
 logger = logging.get_logger(__name__)
 
@@ -203,6 +205,13 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                 num_steps, guidance_scale, cfg_guidance_start, cfg_guidance_end, use_segmented_guidance,
                 skip_layer_guidance_scale, skip_layer_guidance_start, skip_layer_guidance_end, cfg_schedule, cfg_d_w,
                 slg_schedule, slg_d_w, has_skip_layers=skip_guidance_layers is not None)
+        schedules = None
+        if isinstance(guidance_schedule, (list, tuple)):  # one per prompt: the union says what the call needs
+            if branch_group is not None:
+                raise ValueError("guidance_schedule as a list (one schedule per prompt) runs in one process; "
+                                 "branch_group takes a single GuidanceSchedule")
+            schedules = check_schedules(guidance_schedule)
+            guidance_schedule = union(schedules)
         self._check_skip_layers(skip_guidance_layers, guidance_schedule)
         if branch_group is not None:
             as_branch_group(branch_group).rank()  # a bad group is refused before any pass
@@ -233,6 +242,8 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                                        prompt_embeds.dtype, device, generator, latents)
         if latents is given:
             latents = latents.clone()  # sampled in place; the caller's latents are left alone
+        if schedules is not None:
+            schedules = check_schedules(schedules, prompt_embeds.shape[0] // num_images_per_prompt)
         timesteps = self._timesteps(latents, num_inference_steps, sigmas, mu, device)
         stepper = FlowMatchGuidedStep(self.scheduler, guidance_schedule, device)
         self._num_timesteps = len(timesteps)
@@ -243,18 +254,27 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
                                  torch.cat([negative_pooled_prompt_embeds, pooled_prompt_embeds]))
 
         with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                need_uncond, need_weak = stepper.needs(i)
-                cond, uncond, weak = self._predictions(latents, t, need_uncond, need_weak, inputs,
-                                                       skip_guidance_layers, branch_group)
-                # A callback may keep the latents it is shown, so those steps write a new tensor.
-                latents = stepper.step(i, latents, cond, uncond, weak, in_place=callback_on_step_end is None)
+            def on_step(i, t, latents):
                 if callback_on_step_end is not None:
-                    outputs = callback_on_step_end(self, i, t, {"latents": latents})
-                    latents = outputs.pop("latents", latents)
+                    latents = callback_on_step_end(self, i, t, {"latents": latents}).pop("latents", latents)
                 progress_bar.update()
+                return latents
+
+            if schedules is not None:
+                tables = [FlowMatchGuidedStep(self.scheduler, s, device).tables for s in schedules]
+                predict = partial(self._predict_rows, inputs=inputs, skip_layers=skip_guidance_layers)
+                latents = denoise_per_prompt(tables, num_images_per_prompt, latents, timesteps, predict, on_step,
+                                             lambda: self.interrupt)
+            else:
+                for i, t in enumerate(timesteps):
+                    if self.interrupt:
+                        continue
+                    need_uncond, need_weak = stepper.needs(i)
+                    cond, uncond, weak = self._predictions(latents, t, need_uncond, need_weak, inputs,
+                                                           skip_guidance_layers, branch_group)
+                    # A callback may keep the latents it is shown, so those steps write a new tensor.
+                    latents = stepper.step(i, latents, cond, uncond, weak, in_place=callback_on_step_end is None)
+                    latents = on_step(i, t, latents)
 
         if output_type == "latent":
             image = latents
@@ -282,6 +302,15 @@ class StableDiffusion3SGGPipeline(StableDiffusion3Pipeline):
         if need_weak and "weak" not in preds:
             preds["weak"] = predict("weak")
         return preds["cond"], preds.get("uncond"), preds.get("weak")
+
+    def _predict_rows(self, x: Tensor, t: Tensor, rows: Tensor, uncond_rows: Optional[slice], weak: bool,
+                      inputs: dict, skip_layers) -> Tensor:
+        """The transformer on prompt rows `rows` (negative rows `rows[uncond_rows]` first, when given) or,
+        with weak, the skip-layer pass on them: for `denoise_per_prompt`."""
+        embeds = [e[rows] for e in inputs["cond"]]
+        if uncond_rows is not None:
+            embeds = [torch.cat([neg[rows[uncond_rows]], e]) for neg, e in zip(inputs["uncond"], embeds)]
+        return self._predict(x, t, tuple(embeds), list(skip_layers) if weak else None)
 
     def _predict(self, latents: Tensor, t: Tensor, inputs: tuple[Tensor, Tensor], skip_layers=None) -> Tensor:
         embeds, pooled = inputs

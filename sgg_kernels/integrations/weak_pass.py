@@ -1,74 +1,66 @@
 """The weak pass of a diffusers denoiser: the same network with blocks skipped, or a separate weak model.
 
-Both work by overriding ``forward`` on module instances for exactly one call of the denoiser:
+Both work by overriding, on the module instances, the denoiser's call and, within it, the ``forward``
+of the weak model's stand-in (the denoiser itself, or the skipped blocks), for exactly one call:
 
     arm_weak_pass(transformer, skip_layers=[7, 8, 9])   # or weak_model=small_transformer
     v_weak = transformer(**inputs)                       # this call is the weak pass; then all is restored
     disarm(transformer)                                  # a no-op here; removes it if the call never came
 
-Whatever the call does, returns or raises, the overrides are removed in a ``finally`` before it
-returns, so no hook outlives the pass. A module's own instance-level ``forward`` (an accelerate
-offload hook, a diffusers HookRegistry) is saved and put back, not deleted.
+The denoiser's override wraps its whole call, its forward hooks included: whatever the call does,
+returns or raises (in ``forward`` or in a hook around it, such as an offloading or profiling hook),
+the overrides are removed in a ``finally`` before it returns, so no hook outlives the pass. A
+module's own instance-level ``forward`` (an accelerate offload hook, a diffusers HookRegistry) is
+saved and put back, not deleted.
 
-A skipped block returns its inputs unchanged, in the order that block class returns its outputs
-(``SKIPPED_BLOCK_OUTPUTS``): SD3's joint blocks and the Flux, Flux2 and QwenImage double-stream blocks
-return ``(encoder_hidden_states, hidden_states)``, Wan's blocks ``hidden_states``. That equals SD3's
-own ``transformer(..., skip_layers=...)``, whatever the number of blocks skipped.
+Compiled denoisers work in both forms. ``torch.compile(transformer)`` returns a wrapper whose
+attribute writes go to the wrapped module, so the override and its marker live in the wrapper's own
+``__dict__``; ``transformer.compile()`` (in place) calls ``_compiled_call_impl``, which is then the
+call that is wrapped.
+
+A skipped block returns its inputs unchanged, in the order that block class returns its outputs;
+which blocks can be skipped, in which block lists, is :mod:`.skip_layers`' table. For SD3 that equals
+its own ``transformer(..., skip_layers=...)``, whatever the number of blocks skipped.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from torch import nn
 
-ENCODER_AND_HIDDEN = ("encoder_hidden_states", "hidden_states")
-SKIPPED_BLOCK_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "JointTransformerBlock": ENCODER_AND_HIDDEN,        # SD3 / SD3.5
-    "FluxTransformerBlock": ENCODER_AND_HIDDEN,         # Flux double-stream
-    "Flux2TransformerBlock": ENCODER_AND_HIDDEN,        # Flux2 double-stream
-    "QwenImageTransformerBlock": ENCODER_AND_HIDDEN,    # QwenImage
-    "WanTransformerBlock": ("hidden_states",),          # Wan 2.1 / 2.2
-}
-BLOCK_LISTS = ("transformer_blocks", "blocks")  # the denoiser's main block list, first found
+from .skip_layers import SKIPPED_BLOCK_OUTPUTS, SkipLayers, blocks_to_skip
+
 _ARMED = "_sgg_weak_pass_restore"  # attribute on the denoiser: the callable that undoes the override
 
 
-def denoiser_blocks(denoiser: nn.Module) -> nn.ModuleList:
-    """The denoiser's main list of blocks (`transformer_blocks`, else `blocks`)."""
-    for name in BLOCK_LISTS:
-        blocks = getattr(denoiser, name, None)
-        if isinstance(blocks, nn.ModuleList):
-            return blocks
-    raise ValueError(f"skip_layers: {type(denoiser).__name__} has none of the block lists {BLOCK_LISTS}; "
-                     "give a weak_model instead")
-
-
-def check_skip_layers(denoiser: nn.Module, skip_layers: Sequence[int]) -> None:
+def check_skip_layers(denoiser: nn.Module, skip_layers: SkipLayers) -> None:
     """Raises ValueError unless every index names a block of a kind whose skip this module knows."""
-    blocks = denoiser_blocks(denoiser)
-    for k in skip_layers:
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < len(blocks):
-            raise ValueError(f"skip_layers: {k!r} is not a block index of {type(denoiser).__name__}, which has "
-                             f"{len(blocks)} blocks (valid: 0..{len(blocks) - 1})")
-        kind = type(blocks[k]).__name__
-        if kind not in SKIPPED_BLOCK_OUTPUTS:
-            raise ValueError(f"skip_layers: block {k} is a {kind}, whose outputs this module does not know how to "
-                             f"pass through (known: {sorted(SKIPPED_BLOCK_OUTPUTS)}); give a weak_model instead")
+    blocks_to_skip(denoiser, skip_layers)
 
 
 def _override_forward(module: nn.Module, forward: Callable) -> Callable[[], None]:
     """Makes `forward` the module's forward; returns the function that restores the previous one."""
-    had_own = "forward" in module.__dict__
-    previous = module.__dict__.get("forward")
-    module.forward = forward
+    return _override_own(module, "forward", forward)
+
+
+def _override_own(module: nn.Module, name: str, value: Callable) -> Callable[[], None]:
+    """Puts `value` in the instance's own __dict__ under `name`, past any __setattr__ (a compiled
+    module's forwards writes to the module it wraps); returns the function that undoes it."""
+    had_own, previous = name in module.__dict__, module.__dict__.get(name)
+    module.__dict__[name] = value
 
     def restore():
         if had_own:
-            module.forward = previous
+            module.__dict__[name] = previous
         else:
-            del module.forward
+            module.__dict__.pop(name, None)
     return restore
+
+
+def _call_slot(module: nn.Module) -> str:
+    """The attribute nn.Module.__call__ calls: the in-place compiled call after `module.compile()`."""
+    return "_compiled_call_impl" if getattr(module, "_compiled_call_impl", None) is not None else "_call_impl"
 
 
 def _pass_through(block: nn.Module) -> Callable:
@@ -82,26 +74,30 @@ def _pass_through(block: nn.Module) -> Callable:
     return skipped
 
 
-def arm_weak_pass(denoiser: nn.Module, skip_layers: Optional[Sequence[int]] = None,
+def arm_weak_pass(denoiser: nn.Module, skip_layers: Optional[SkipLayers] = None,
                   weak_model: Optional[Callable] = None) -> None:
     """Makes the denoiser's next call the weak pass (see the module docstring); exactly one of
     `skip_layers` (checked with `check_skip_layers` beforehand) or `weak_model` is given."""
     disarm(denoiser)
-    original = denoiser.forward
-    blocks = denoiser_blocks(denoiser) if weak_model is None else None
+    slot = _call_slot(denoiser)
+    strong_call = getattr(denoiser, slot)  # the call with the module's hooks, compiled or not
+    skipped = blocks_to_skip(denoiser, skip_layers) if weak_model is None else None
 
-    def weak_forward(*args, **kwargs):
-        restores = [] if weak_model is not None else [_override_forward(blocks[k], _pass_through(blocks[k]))
-                                                      for k in skip_layers]
+    def weak_call(*args, **kwargs):
+        overrides = ([(denoiser, weak_model)] if weak_model is not None
+                     else [(block, _pass_through(block)) for block in skipped])
+        restores = []
         try:
-            return weak_model(*args, **kwargs) if weak_model is not None else original(*args, **kwargs)
+            for module, forward in overrides:
+                restores.append(_override_forward(module, forward))
+            return strong_call(*args, **kwargs)
         finally:
             for restore in reversed(restores):
                 restore()
             disarm(denoiser)
 
-    restore_denoiser = _override_forward(denoiser, weak_forward)
-    setattr(denoiser, _ARMED, restore_denoiser)
+    restore_call = _override_own(denoiser, slot, weak_call)
+    denoiser.__dict__[_ARMED] = restore_call
 
 
 def disarm(denoiser: nn.Module) -> None:

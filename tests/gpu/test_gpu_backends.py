@@ -5,18 +5,19 @@ import pytest
 import torch
 
 from helpers import DTYPES, LAYOUTS, assert_matches_reference, coefficients, make
+import sgg_kernels
 from sgg_kernels import backends, use_backend
 from test_ops import PRESENCE, SHAPES, operands
 
 pytestmark = pytest.mark.gpu
 
 
-def to_cuda(t):
-    """t on the GPU with the same sizes, strides and storage offset (Tensor.to makes views contiguous)."""
+def to_cuda(t, device="cuda"):
+    """t on the device with the same sizes, strides and storage offset (Tensor.to makes views contiguous)."""
     if t is None:
         return None
     storage = t.new_empty(0).set_(t.untyped_storage(), 0, (t.untyped_storage().nbytes() // t.element_size(),))
-    return storage.cuda().as_strided(t.shape, t.stride(), t.storage_offset())
+    return storage.to(device).as_strided(t.shape, t.stride(), t.storage_offset())
 
 
 def cuda_operands(shape, dtype, layout="contiguous", has_u=True, has_w=True, per_sample_w=True, seed=0):
@@ -142,6 +143,20 @@ def test_cuda_graph_replays_with_new_weights(backend):
         assert_matches_reference(guide, None, c, u, w, new_weights, None)
         assert_matches_reference(x, x_start, c, u, w, new_weights, new_step)
 
+
+def test_graph_capture_refuses_float_coefficients_by_name(backend):
+    # Floats would be a host-to-device copy inside the capture; the wrapper refuses before any copy.
+    x, c, u, w, weights, step = cuda_operands((2, 4, 8, 8), torch.float32)
+    sgg_kernels.guided_step(x, c, u, w, weights, step)  # compiles outside the capture
+    with pytest.raises(RuntimeError, match=r"^weights: floats cannot be copied to cuda:0 during CUDA graph capture"):
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            sgg_kernels.guided_step(x, c, u, w, (1.5, 0.5), step)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # device tensors are fine
+        out = sgg_kernels.guided_step(x, c, u, w, weights, step)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_matches_reference(out, x, c, u, w, weights, step)
 
 def test_torch_compile_fullgraph_without_recompiling_for_new_values(backend):
     torch._dynamo.reset()

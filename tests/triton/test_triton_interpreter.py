@@ -95,3 +95,16 @@ def test_bit_for_bit_equal_to_the_cpu_kernel(dtype, layout):
     cpu = torch.empty_like(x)
     backends.launcher("cpu")(cpu, x, c, u, w, weights, step)
     assert torch.equal(run(x, c, u, w, weights, step), cpu)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 37, 41), (4, 2100), (5, 3, 5, 7)], ids=str)
+@pytest.mark.parametrize("per_sample_w", [True, False])
+def test_flat_blocks_that_span_two_samples(shape, per_sample_w):
+    # Samples of 7585 and 2100 elements (not multiples of the 1024-element float32 block) make blocks
+    # that start in one sample and end in the next, each half with its own coefficients; 105-element
+    # samples take the per-sample blocks instead. Bit for bit against the CPU kernel.
+    x, c, u, w, weights, step = operands(shape, torch.float32, "contiguous", True, True, per_sample_w)
+    cpu = torch.empty_like(x)
+    backends.launcher("cpu")(cpu, x, c, u, w, weights, step)
+    assert torch.equal(run(x, c, u, w, weights, step), cpu)
+    assert_matches_reference(run(None, c, u, w, weights, None), None, c, u, w, weights, None)

@@ -38,7 +38,7 @@ def run_triton(v, u, weak, mid, coefs, grad):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("present", [(True, True), (True, False), (False, True), (False, False)])
 def test_triton_matches_the_float64_reference(dtype, present):
-    # 4100 elements per sample: a full 4096-element block plus a masked tail.
+    # 4100 elements per sample: full blocks (BLOCK = 1024) plus a masked tail, over 3 samples.
     v, u, weak, mid, coefs = operands(dtype, (3, 41, 100), per_sample=present[0])
     weak, mid = (weak if present[0] else None), (mid if present[1] else None)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
@@ -62,3 +62,16 @@ def test_triton_is_deterministic_and_handles_empty_samples():
     empty = torch.empty(2, 0)
     loss, _, _ = run_triton(empty, empty, None, None, torch.zeros(3), grad)
     assert torch.isnan(loss).all()  # the mean of nothing, as torch's mean gives
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_triton_gradients_equal_the_cpu_kernel_bit_for_bit(dtype, per_sample):
+    # Neither fuses multiply-adds (enable_fp_fusion=False, -ffp-contract=off), and both take the
+    # reference's order, so every rounding is the same; the loss differs only in summation order.
+    v, u, weak, mid, coefs = operands(dtype, (3, 41, 100), per_sample)
+    grad = torch.rand(3, dtype=dtype)
+    grad_v, grad_mid = torch.empty_like(v), torch.empty_like(v)
+    launchers("cpu")[1](grad_v, grad_mid, grad, v, u, weak, mid, coefs)
+    _, triton_v, triton_mid = run_triton(v, u, weak, mid, coefs, grad)
+    assert torch.equal(triton_v, grad_v) and torch.equal(triton_mid, grad_mid)

@@ -1,0 +1,133 @@
+"""Reliability, round 2: in-place writes over the coefficients every sample reads, autograd in a process
+that only loads the library, Segment strengths that are not floats, and the aliasing checks under every
+torch.compile backend."""
+import subprocess
+import sys
+import textwrap
+from fractions import Fraction
+
+import pytest
+import torch
+
+import sgg_kernels
+from sgg_kernels.reference import guided_step_reference
+from sgg_kernels.schedule import GuidanceSchedule, Segment
+
+
+# Item 3: x is the weights or the step tensor. Sample 1 would read what sample 0 wrote, so it is refused.
+def coefficient_alias_case(name):
+    x = torch.tensor([20.0, 40.0])  # B = 2 samples of one element; also a valid [2] coefficient tensor
+    args = dict(x=x, cond=torch.tensor([1.0, 2.0]), uncond=None, weak=None, weights=torch.tensor([0.5, 0.25]),
+                step=torch.tensor([1.0, 0.5]))
+    args[name] = x
+    return x, args
+
+
+@pytest.mark.parametrize("name", ["weights", "step"])
+def test_x_that_is_a_coefficient_tensor_is_refused_before_writing(name):
+    x, args = coefficient_alias_case(name)
+    before = x.clone()
+    with pytest.raises(ValueError, match=f"sgg.guided_step_: x shares memory with {name}"):
+        torch.ops.sgg.guided_step_(*args.values())
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("name", ["weights", "step"])
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_in_place_step_refuses_a_coefficient_alias_too(name, backend):
+    x, args = coefficient_alias_case(name)
+    before = x.clone()
+    torch._dynamo.reset()
+    step = torch.compile(lambda *a: torch.ops.sgg.guided_step_(*a), backend=backend, fullgraph=True)
+    with pytest.raises(Exception, match=f"x shares memory with {name}"):
+        step(*args.values())
+    assert torch.equal(x, before)
+
+
+def test_per_sample_weights_row_inside_x_is_refused():
+    weights = torch.tensor([[0.5, 0.25], [1.0, 2.0]])
+    x = weights  # [B, 2] x over [B, 2] weights: a row's second weight would be read after its first was written
+    with pytest.raises(ValueError, match="x shares memory with weights"):
+        torch.ops.sgg.guided_step_(x, torch.randn(2, 2), None, None, weights, torch.tensor([1.0, 0.5]))
+
+
+def test_x_that_is_cond_itself_still_runs_in_place():
+    x = torch.randn(2, 3)
+    expected = guided_step_reference(x.clone(), x.clone(), None, None, torch.tensor([0.5, 0.25]),
+                                     torch.tensor([1.0, 0.5]))
+    torch.ops.sgg.guided_step_(x, x, None, None, torch.tensor([0.5, 0.25]), torch.tensor([1.0, 0.5]))
+    torch.testing.assert_close(x.double(), expected)
+
+
+# Item 11: a process that loads only the library gets an error, not a None gradient, for every op that
+# Python gives autograd.
+LIBRARY_ONLY_AUTOGRAD = """
+import sys, torch
+torch.ops.load_library({path!r})
+def refused(call, name):
+    try:
+        call()
+    except RuntimeError as e:
+        assert "import sgg_kernels" in str(e) and name in str(e), str(e)
+        return
+    raise AssertionError(name + " did not refuse")
+c = torch.randn(2, 3, requires_grad=True)
+w = torch.tensor([0.5, 0.25])
+refused(lambda: torch.ops.sgg.guide(c, None, None, w).sum().backward(), "sgg.guide: cond")
+refused(lambda: torch.ops.sgg.guided_step(torch.randn(2, 3), c, None, None, w, w), "sgg.guided_step: cond")
+v = torch.randn(2, 3, requires_grad=True)
+coefs = torch.tensor([1.0, 0.5, 0.0])
+refused(lambda: torch.ops.sgg.w2s_loss(v, torch.randn(2, 3), None, None, coefs).sum().backward(), "sgg.w2s_loss: v")
+import torch.autograd.forward_ad as fwAD
+with fwAD.dual_level():
+    dual = fwAD.make_dual(torch.randn(2, 3), torch.ones(2, 3))
+    refused(lambda: torch.ops.sgg.guide(dual, None, None, w), "sgg.guide: cond")
+with torch.no_grad():  # no graph needed: it runs
+    assert torch.ops.sgg.guide(c, None, None, w).shape == (2, 3)
+assert torch.ops.sgg.guide(c.detach(), None, None, w).requires_grad is False
+assert "sgg_kernels" not in sys.modules
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import sgg_kernels  # its registration replaces the refusing kernel, without an override warning
+assert not [w for w in caught if "verrid" in str(w.message)], [str(w.message) for w in caught]
+torch.ops.sgg.guide(c, None, None, w).sum().backward()
+assert torch.equal(c.grad, torch.full((2, 3), 1.0)), c.grad
+print("ok")
+"""
+
+
+def test_library_only_process_refuses_autograd_and_import_restores_it():
+    script = textwrap.dedent(LIBRARY_ONLY_AUTOGRAD.format(path=sgg_kernels.library_path()))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, cwd="/")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout + result.stderr
+
+
+# Item 12: a Segment's numbers may be any real numbers (a Fraction, a numpy scalar); they are held as floats.
+@pytest.mark.parametrize("field", ["lam", "lo", "hi", "d_w"])
+def test_segment_takes_fractions_as_the_floats_they_equal(field):
+    values = dict(kind="cdg", lam=2.0, lo=0.0, hi=1.0, d_w=0.5, shape="linear")
+    exact = {**values, field: Fraction(1, 3)}
+    rounded = {**values, field: float(Fraction(1, 3))}
+    if field == "lo":
+        exact["hi"] = rounded["hi"] = 0.9
+    got, expected = GuidanceSchedule([Segment(**exact)]), GuidanceSchedule([Segment(**rounded)])
+    grid = torch.linspace(1, 0, 9, dtype=torch.float64)
+    assert type(getattr(got.segments[0], field)) is float
+    assert torch.equal(got.weights(grid), expected.weights(grid))
+
+
+# Item 13: a partial overlap of x and cond is refused by eager and by every torch.compile backend.
+@pytest.mark.parametrize("backend", [None, "eager", "aot_eager", "inductor"])
+def test_partial_overlap_of_x_and_cond_is_refused_in_every_backend(backend):
+    buf = torch.randn(3, 10)
+    x, cond = buf[:, :8], buf[:, 2:]  # columns 2..7 are both
+    before = buf.clone()
+    call = lambda *a: torch.ops.sgg.guided_step_(*a)  # noqa: E731
+    if backend is not None:
+        torch._dynamo.reset()
+        call = torch.compile(call, backend=backend, fullgraph=True)
+    with pytest.raises(Exception, match="x partially overlaps cond"):
+        call(x, cond, None, None, torch.tensor([0.5, 0.25]), torch.tensor([1.0, 0.5]))
+    assert torch.equal(buf, before)
