@@ -1,11 +1,9 @@
 // Kernels of sgg.guide, sgg.guided_step and sgg.guided_step_ for each dispatch key:
 //   CPU, CUDA   check the arguments (checks.cpp), allocate, run the selected kernel;
-//   Meta        the same checks and output layout with no data: torch.compile's fake kernel;
-//   Autograd    guided_step_ only: it records no graph, so inputs that need one are refused
-//               (guide and guided_step get their autograd formulas in sgg_kernels/ops.py);
-//   ADInplaceOrView  guided_step_ bumps x's version, so autograd sees the write.
+//   Meta        the same checks and output layout with no data: torch.compile's fake kernel.
+// Autograd (and, for guided_step_, ADInplaceOrView: the version bump) is registered from Python, by
+// `import sgg_kernels` (sgg_kernels/ops.py).
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/library.h>
 
 #include "checks.h"
@@ -91,43 +89,6 @@ void guided_step__meta(const Tensor& x, const Tensor& cond, const OptTensor& unc
   check_guidance_args("guided_step_", &x, cond, uncond, weak, weights, &step, true);
 }
 
-using InPlaceSignature = void(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const Tensor&,
-                              const Tensor&);
-
-const c10::TypedOperatorHandle<InPlaceSignature>& in_place_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("sgg::guided_step_", "").typed<InPlaceSignature>();
-  return op;
-}
-
-// Without this, an input that needs a graph would be read into x with no grad_fn and no warning.
-void guided_step__autograd(c10::DispatchKeySet ks, const Tensor& x, const Tensor& cond, const OptTensor& uncond,
-                           const OptTensor& weak, const Tensor& weights, const Tensor& step) {
-  const std::pair<const char*, const Tensor*> inputs[] = {
-      {"x", &x}, {"cond", &cond}, {"uncond", uncond ? &*uncond : nullptr}, {"weak", weak ? &*weak : nullptr},
-      {"weights", &weights}, {"step", &step}};
-  for (const auto& [name, t] : inputs) {
-    if (!t) continue;
-    TORCH_CHECK(!(t->requires_grad() && at::GradMode::is_enabled()), "sgg.guided_step_: ", name,
-                " requires grad, and the in-place op records no graph; use the out-of-place guided_step for "
-                "autograd, or run under torch.no_grad()");
-    TORCH_CHECK(!t->_fw_grad(/*level=*/0).defined(), "sgg.guided_step_: ", name,
-                " carries a forward-mode tangent, which the in-place op would drop; use guided_step");
-  }
-  at::AutoDispatchBelowAutograd guard;
-  in_place_op().redispatch(ks & c10::after_autograd_keyset, x, cond, uncond, weak, weights, step);
-}
-
-void guided_step__inplace_or_view(c10::DispatchKeySet ks, const Tensor& x, const Tensor& cond,
-                                  const OptTensor& uncond, const OptTensor& weak, const Tensor& weights,
-                                  const Tensor& step) {
-  {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    in_place_op().redispatch(ks & c10::after_ADInplaceOrView_keyset, x, cond, uncond, weak, weights, step);
-  }
-  torch::autograd::increment_version(x);
-}
-
 // sgg::_launch: one compiled backend, called directly (tests and benchmarks); no argument checks.
 void launch(std::string_view backend, const Tensor& out, const OptTensor& x, const Tensor& cond,
             const OptTensor& uncond, const OptTensor& weak, const Tensor& weights, const OptTensor& step) {
@@ -157,9 +118,5 @@ TORCH_LIBRARY_IMPL(sgg, Meta, m) {
   m.impl("guided_step", &sgg::guided_step_meta);
   m.impl("guided_step_", &sgg::guided_step__meta);
 }
-
-TORCH_LIBRARY_IMPL(sgg, Autograd, m) { m.impl("guided_step_", &sgg::guided_step__autograd); }
-
-TORCH_LIBRARY_IMPL(sgg, ADInplaceOrView, m) { m.impl("guided_step_", &sgg::guided_step__inplace_or_view); }
 
 TORCH_LIBRARY_IMPL(sgg, CompositeImplicitAutograd, m) { m.impl("_launch", &sgg::launch); }

@@ -137,10 +137,43 @@ def _guided_step_autograd(x, cond, uncond, weak, weights, step):
     return _autograd_kernel(True, x, cond, uncond, weak, weights, step)
 
 
-# guided_step_'s Autograd kernel is in C++ (it refuses inputs that need a graph and bumps x's version).
+_IN_PLACE_ARGS = ("x", "cond", "uncond", "weak", "weights", "step")
+# Looked up once: each torch.ops attribute lookup costs microseconds on a path every in-place call takes.
+_IN_PLACE = torch.ops.sgg.guided_step_.default
+_AFTER_AUTOGRAD, _AFTER_INPLACE_OR_VIEW = torch._C._after_autograd_keyset, torch._C._after_ADInplaceOrView_keyset
+
+
+def _guided_step__autograd(keyset, *args):
+    """guided_step_ records no graph: an input that needs one is refused before x is written (else it
+    would be read into x with no grad_fn and no warning)."""
+    grad_mode, forward_ad = torch.is_grad_enabled(), fwAD._current_level >= 0
+    for name, t in zip(_IN_PLACE_ARGS, args):
+        if t is None:
+            continue
+        if grad_mode and t.requires_grad:
+            raise RuntimeError(f"sgg.guided_step_: {name} requires grad, and the in-place op records no graph; use "
+                               "the out-of-place guided_step for autograd, or run under torch.no_grad()")
+        if forward_ad and fwAD.unpack_dual(t).tangent is not None:
+            raise RuntimeError(f"sgg.guided_step_: {name} carries a forward-mode tangent, which the in-place op "
+                               "would drop; use guided_step")
+    with torch._C._AutoDispatchBelowAutograd():
+        _IN_PLACE.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+
+
+def _guided_step__inplace_or_view(keyset, x, *rest):
+    """Bumps x's version after the write, so autograd refuses a graph that saved the old x."""
+    with torch._C._AutoDispatchBelowADInplaceOrView():
+        _IN_PLACE.redispatch(keyset & _AFTER_INPLACE_OR_VIEW, x, *rest)
+    torch.autograd.graph.increment_version(x)
+
+
+# Registered from Python because LibTorch's stable ABI has no autograd or ADInplaceOrView API; a process
+# that loads only the C++ library has the CPU/CUDA/Meta kernels without these (docs/ops.md).
 _lib = torch.library.Library("sgg", "IMPL")
 _lib.impl("guide", _guide_autograd, "Autograd")
 _lib.impl("guided_step", _guided_step_autograd, "Autograd")
+_lib.impl("guided_step_", _guided_step__autograd, "Autograd", with_keyset=True)
+_lib.impl("guided_step_", _guided_step__inplace_or_view, "ADInplaceOrView", with_keyset=True)
 
 
 # Python wrappers: accept floats as well as tensors for weights and step.

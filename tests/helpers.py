@@ -56,3 +56,18 @@ def assert_matches_reference(out, x, cond, uncond, weak, weights, step, ulps=1.0
     assert out.shape == exact.shape and out.dtype == cond.dtype
     worst = (err - bound).max().item() if err.numel() else 0.0
     assert bool((err <= bound).all()), f"max error {err.max().item():.3g} exceeds bound by {worst:.3g}"
+
+
+def available_capabilities():
+    """The CPU SIMD builds this processor runs (sgg._set_cpu_capability refuses the others)."""
+    previous, found = torch.ops.sgg._cpu_capability(), []
+    try:
+        for name in ("default", "avx2", "avx512"):
+            try:
+                torch.ops.sgg._set_cpu_capability(name)
+                found.append(name)
+            except RuntimeError:
+                pass
+    finally:
+        torch.ops.sgg._set_cpu_capability(previous)
+    return found

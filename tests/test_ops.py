@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sgg_kernels  # noqa: F401  (registers torch.ops.sgg)
-from helpers import DTYPES, LAYOUTS, assert_matches_reference, coefficients, make
+from helpers import DTYPES, LAYOUTS, assert_matches_reference, available_capabilities, coefficients, make
 
 SHAPES = [(1, 7), (3, 5, 7), (2, 4, 9, 11), (1, 3, 2, 5, 6), (2, 16, 33, 17), (0, 4), (3, 0, 2)]
 PRESENCE = list(itertools.product((True, False), repeat=2))  # (uncond present, weak present)
@@ -81,6 +81,20 @@ def test_each_simd_build_matches_reference(capability, dtype):
             assert_matches_reference(out, x, c, u, w, weights, step)
     finally:
         torch.ops.sgg._set_cpu_capability(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_simd_build_gives_the_same_bits(dtype):
+    x, c, u, w, weights, step = operands((3, 4, 37, 5), dtype, "contiguous", True, True, True, seed=6)
+    previous, results = torch.ops.sgg._cpu_capability(), []
+    try:
+        for name in available_capabilities():
+            torch.ops.sgg._set_cpu_capability(name)
+            results.append(torch.ops.sgg.guided_step(x, c, u, w, weights, step))
+    finally:
+        torch.ops.sgg._set_cpu_capability(previous)
+    for other in results[1:]:
+        assert torch.equal(results[0], other)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

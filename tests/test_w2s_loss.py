@@ -12,6 +12,7 @@ import sgg_kernels  # noqa: F401
 from sgg_kernels.reference import w2s_loss_grads_reference, w2s_loss_reference
 from sgg_kernels.training import OPERANDS, W2SLoss
 from sgg_kernels.w2s_loss import launchers
+from helpers import available_capabilities
 
 # lam and rho exact in float32 (coefs are float32 by contract), so float64 results compare at 1e-10.
 LAM, RHO, LOW, HIGH = 0.75, 0.25, 0.2, 0.8
@@ -161,6 +162,23 @@ def test_each_simd_build_matches_the_reference_at_any_thread_count(capability, d
     finally:
         torch.ops.sgg._set_cpu_capability(previous)
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_every_simd_build_gives_the_same_bits(dtype):
+    # One logical vector width (64 bytes) in every build, so even the lane order of the sums agrees.
+    v, u, weak, mid, coefs = op_args(dtype, shape=(3, 9000 + 7), seed=5)
+    grad = torch.rand(3, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    previous, results = torch.ops.sgg._cpu_capability(), []
+    try:
+        for name in available_capabilities():
+            torch.ops.sgg._set_cpu_capability(name)
+            results.append((torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs),
+                            *torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)))
+    finally:
+        torch.ops.sgg._set_cpu_capability(previous)
+    for other in results[1:]:
+        assert all(map(torch.equal, results[0], other))
 
 
 def test_empty_batch_gives_empty_losses():

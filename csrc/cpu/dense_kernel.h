@@ -2,7 +2,6 @@
 // kernels_{default,avx2,avx512}.cpp): CPU_CAPABILITY names the inline namespace, so each
 // instantiation is a distinct symbol and the best one is chosen at run time.
 #pragma once
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -36,7 +35,7 @@ void dense_pass(const GuidanceParams& p) {
       const acc_t w_u = w[0], w_w = w[1];
       const acc_t a = kS ? acc_t(p.step[s * p.step_stride]) : acc_t(0);
       const acc_t b = kS ? acc_t(p.step[s * p.step_stride + 1]) : acc_t(0);
-      const Vec vw_u(w_u), vw_w(w_w), va(a), vb(b);
+      const Vec vw_u = broadcast<Vec>(w_u), vw_w = broadcast<Vec>(w_w), va = broadcast<Vec>(a), vb = broadcast<Vec>(b);
       for (; i + L::kWidth <= stop; i += L::kWidth) {
         typename L::Pack xv{}, u{}, wk{}, r;
         const auto c = L::load(cond + i);

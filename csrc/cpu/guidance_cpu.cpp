@@ -1,15 +1,14 @@
 // CPU launcher: picks the SIMD build for this processor for dense operands, and walks arbitrary
 // strides otherwise. Registered with the dispatcher in csrc/guidance_ops.cpp.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 
 #include <atomic>
 #include <stdexcept>
 #include <string>
 
 #include "../params_from_tensors.h"
+#include "acc_type.h"
 #include "guidance_cpu.h"
 
 #define SGG_DECLARE_DENSE(CAP)                                             \
@@ -42,7 +41,7 @@ Capability detect_capability() {
 template <typename T, bool kU, bool kW, bool kS>
 struct StridedPass {
   static void run(const GuidanceParams& p) {
-    using acc_t = at::opmath_type<T>;
+    using acc_t = acc_type<T>;
     at::parallel_for(0, p.batch * p.per_sample, 1 << 14, [&](int64_t begin, int64_t end) {
       int64_t idx[kMaxDims] = {}, off[kNumSlots] = {};
       for (int64_t d = p.ndim - 1, rem = begin; d >= 0; --d) {

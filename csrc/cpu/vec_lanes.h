@@ -1,36 +1,136 @@
-// SIMD lanes for one storage type, shared by the per-ISA kernels (dense_kernel.h, w2s_loss_kernel.h).
-// Declared in the CPU_CAPABILITY namespace of the file that includes it, so each SIMD build has its own.
+// The project's own SIMD layer for the per-ISA kernels (dense_kernel.h, w2s_loss_kernel.h): ATen's
+// at::vec is not available under LibTorch's stable ABI, so the kernels use GCC/Clang vector types.
+//
+// One vector is 64 bytes of the accumulation type (16 floats or 8 doubles) in every build; the compiler
+// lowers it to one AVX-512 register, two AVX2 registers or four SSE2 registers, depending on the -m
+// flags of the including file (kernels_{default,avx2,avx512}.cpp). Because the logical width is the same
+// everywhere and the arithmetic is plain IEEE mul/add (-ffp-contract=off), every build computes the same
+// bits, including the lane order of the w2s_loss partial sums. Only the half <-> float conversion picks
+// instructions by ISA (F16C / AVX-512), and it rounds to nearest-even like c10::Half, as the scalar tail does.
 #pragma once
-#include <ATen/OpMathType.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Half.h>
 
 #include <array>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "acc_type.h"
+
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace sgg::cpu {
+
 inline namespace CPU_CAPABILITY {
 
-// One SIMD step: Vectorized<T>::size() elements of T, held as one or two float/double vectors.
+typedef float F32x16 __attribute__((vector_size(64)));
+typedef double F64x8 __attribute__((vector_size(64)));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
+typedef uint16_t U16x16 __attribute__((vector_size(32)));
+
+template <typename A>
+using vec_type = std::conditional_t<std::is_same_v<A, double>, F64x8, F32x16>;
+
+template <typename V>
+constexpr int lanes_of() {
+  return sizeof(V) / sizeof(V{}[0]);
+}
+
+// A vector with every lane s (a loop, not `V{} + s`, which would turn -0.0 into +0.0).
+template <typename V, typename A>
+inline V broadcast(A s) {
+  V v;
+  for (int i = 0; i < lanes_of<V>(); ++i) v[i] = s;
+  return v;
+}
+
+template <typename V>
+inline V load_unaligned(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename V>
+inline void store_unaligned(void* p, const V& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// bfloat16 is the upper half of a float: widening is exact.
+inline F32x16 bf16_to_float(const c10::BFloat16* p) {
+  return (F32x16)(__builtin_convertvector(load_unaligned<U16x16>(p), U32x16) << 16);
+}
+
+// Round to nearest even, NaN -> 0x7FC0: c10::BFloat16's rule, so vector body and scalar tail agree.
+inline void float_to_bf16(c10::BFloat16* p, F32x16 f) {
+  const U32x16 bits = (U32x16)f;
+  const U32x16 rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
+  const U32x16 is_nan = (U32x16)(f != f);  // all ones where NaN
+  store_unaligned(p, __builtin_convertvector((rounded & ~is_nan) | (0x7FC0u & is_nan), U16x16));
+}
+
+inline F32x16 half_to_float(const c10::Half* p) {
+#if defined(__AVX512F__)
+  return (F32x16)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__F16C__)
+  float out[16];
+  _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  _mm256_storeu_ps(out + 8, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8))));
+  return load_unaligned<F32x16>(out);
+#else
+  F32x16 v;
+  for (int i = 0; i < 16; ++i) v[i] = static_cast<float>(p[i]);
+  return v;
+#endif
+}
+
+inline void float_to_half(c10::Half* p, F32x16 f) {
+#if defined(__AVX512F__)
+  const __m256i h = _mm512_cvtps_ph((__m512)f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+#elif defined(__F16C__)
+  float in[16];
+  store_unaligned(in, f);
+  for (int half = 0; half < 2; ++half)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 8 * half),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(in + 8 * half), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+  for (int i = 0; i < 16; ++i) p[i] = c10::Half(f[i]);
+#endif
+}
+
+// One SIMD step over T: a float/double vector, or for 16-bit types two float vectors (32 elements),
+// which keeps as many loads in flight per iteration as at::vec's AVX-512 build did.
 template <typename T>
 struct Lanes {
-  using acc_t = at::opmath_type<T>;
-  using Vec = at::vec::Vectorized<acc_t>;
+  using acc_t = acc_type<T>;
+  using Vec = vec_type<acc_t>;
   static constexpr bool kReduced = !std::is_same_v<T, acc_t>;
   static constexpr int kParts = kReduced ? 2 : 1;
-  static constexpr int64_t kWidth = at::vec::Vectorized<T>::size();
+  static constexpr int kVecLanes = lanes_of<Vec>();
+  static constexpr int64_t kWidth = int64_t{kVecLanes} * kParts;
   using Pack = std::array<Vec, kParts>;
 
+  static Vec load_part(const T* p) {
+    if constexpr (std::is_same_v<T, c10::BFloat16>) return bf16_to_float(p);
+    else if constexpr (std::is_same_v<T, c10::Half>) return half_to_float(p);
+    else return load_unaligned<Vec>(p);
+  }
+  static void store_part(T* p, const Vec& v) {
+    if constexpr (std::is_same_v<T, c10::BFloat16>) float_to_bf16(p, v);
+    else if constexpr (std::is_same_v<T, c10::Half>) float_to_half(p, v);
+    else store_unaligned(p, v);
+  }
   static Pack load(const T* p) {
-    if constexpr (kReduced) {
-      auto [lo, hi] = at::vec::convert_to_float<T>(at::vec::Vectorized<T>::loadu(p));
-      return {lo, hi};
-    } else {
-      return {Vec::loadu(p)};
-    }
+    Pack out;
+    for (int k = 0; k < kParts; ++k) out[k] = load_part(p + k * kVecLanes);
+    return out;
   }
   static void store(T* p, const Pack& v) {
-    if constexpr (kReduced) at::vec::convert_from_float<T>(v[0], v[1]).store(p);
-    else v[0].store(p);
+    for (int k = 0; k < kParts; ++k) store_part(p + k * kVecLanes, v[k]);
   }
 };
 

@@ -2,10 +2,10 @@
 // they pick the SIMD build for this processor (kernels_{default,avx2,avx512}.cpp, as the guidance
 // kernel does) and add the per-chunk partial sums in chunk order. Operands are contiguous.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 
 #include <vector>
 
+#include "acc_type.h"
 #include "guidance_cpu.h"
 #include "w2s_loss_cpu.h"
 #include "w2s_loss_params.h"
@@ -15,7 +15,7 @@
   template <typename T>                                                                                   \
   void w2s_forward_kernel(const W2SParams& p, double* partial);                                           \
   template <typename T>                                                                                   \
-  void w2s_backward_kernel(const W2SParams& p, T* grad_v, T* grad_mid, const at::opmath_type<T>* grad);   \
+  void w2s_backward_kernel(const W2SParams& p, T* grad_v, T* grad_mid, const acc_type<T>* grad);   \
   }
 SGG_DECLARE_W2S(DEFAULT)
 SGG_DECLARE_W2S(AVX2)
@@ -50,7 +50,7 @@ void run_forward(const W2SParams& p, double* partial) {
 }
 
 template <typename T>
-void run_backward(const W2SParams& p, T* grad_v, T* grad_mid, const at::opmath_type<T>* grad) {
+void run_backward(const W2SParams& p, T* grad_v, T* grad_mid, const acc_type<T>* grad) {
   switch (capability()) {
     case Capability::kAVX512: return AVX512::w2s_backward_kernel<T>(p, grad_v, grad_mid, grad);
     case Capability::kAVX2: return AVX2::w2s_backward_kernel<T>(p, grad_v, grad_mid, grad);
@@ -67,7 +67,7 @@ void w2s_loss_forward_cpu(const at::Tensor& loss, const at::Tensor& v, const at:
                   loss.scalar_type() == (v.scalar_type() == at::kDouble ? at::kDouble : at::kFloat),
               "sgg.w2s_loss: loss must be a contiguous [B] tensor of the accumulation dtype");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "sgg_w2s_loss_forward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = acc_type<scalar_t>;
     const W2SParams p = params<scalar_t>(v, u, weak, mid, coefs);
     if (p.batch == 0) return;
     std::vector<double> partial(p.batch * p.chunks);
@@ -96,7 +96,7 @@ void w2s_loss_backward_cpu(const at::Tensor& grad_v, const std::optional<at::Ten
     const W2SParams p = params<scalar_t>(v, u, weak, mid, coefs);
     if (p.batch * p.n == 0) return;
     run_backward<scalar_t>(p, grad_v.data_ptr<scalar_t>(), grad_mid ? grad_mid->data_ptr<scalar_t>() : nullptr,
-                           grad.data_ptr<at::opmath_type<scalar_t>>());
+                           grad.data_ptr<acc_type<scalar_t>>());
   });
 }
 

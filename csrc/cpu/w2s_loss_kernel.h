@@ -34,9 +34,9 @@ void w2s_forward_pass(const W2SParams& p, double* partial) {
   for_each_w2s_chunk(p, [&](int64_t s, int64_t c, int64_t begin, int64_t end) {
     const float* k = p.coefs + s * p.coef_stride;
     const acc_t lam = k[0], rho_vm = k[1], rho_mu = k[2];
-    const Vec v_lam(lam), v_rho_vm(rho_vm), v_rho_mu(rho_mu);
+    const Vec v_lam = broadcast<Vec>(lam), v_rho_vm = broadcast<Vec>(rho_vm), v_rho_mu = broadcast<Vec>(rho_mu);
     typename L::Pack sums;
-    sums.fill(Vec(acc_t(0)));
+    sums.fill(broadcast<Vec>(acc_t(0)));
     int64_t i = begin;
     for (; i + L::kWidth <= end; i += L::kWidth) {
       const auto vv = L::load(v + i), uu = L::load(u + i);
@@ -47,12 +47,9 @@ void w2s_forward_pass(const W2SParams& p, double* partial) {
         sums[part] = sums[part] + w2s_error<kWeak, kMid>(vv[part], uu[part], ww[part], mm[part], v_lam, v_rho_vm,
                                                           v_rho_mu);
     }
-    acc_t sum = 0;
-    for (const Vec& lanes : sums) {
-      acc_t values[Vec::size()];
-      lanes.store(values);
-      for (acc_t x : values) sum += x;
-    }
+    acc_t sum = 0;  // lanes added in lane order, the same in every build
+    for (const Vec& lanes : sums)
+      for (int lane = 0; lane < L::kVecLanes; ++lane) sum += lanes[lane];
     for (; i < end; ++i)
       sum += w2s_error<kWeak, kMid>(acc_t(v[i]), acc_t(u[i]), kWeak ? acc_t(weak[i]) : acc_t(0),
                                     kMid ? acc_t(mid[i]) : acc_t(0), lam, rho_vm, rho_mu);
@@ -61,7 +58,7 @@ void w2s_forward_pass(const W2SParams& p, double* partial) {
 }
 
 template <typename T, bool kWeak, bool kMid>
-void w2s_backward_pass(const W2SParams& p, T* grad_v, T* grad_mid, const at::opmath_type<T>* grad) {
+void w2s_backward_pass(const W2SParams& p, T* grad_v, T* grad_mid, const acc_type<T>* grad) {
   using L = Lanes<T>;
   using acc_t = typename L::acc_t;
   using Vec = typename L::Vec;
@@ -71,7 +68,8 @@ void w2s_backward_pass(const W2SParams& p, T* grad_v, T* grad_mid, const at::opm
     const float* k = p.coefs + s * p.coef_stride;
     const acc_t lam = k[0], rho_vm = k[1], rho_mu = k[2];
     const acc_t scale = grad[s] * (acc_t(2) / acc_t(p.n));
-    const Vec v_lam(lam), v_rho_vm(rho_vm), v_rho_mu(rho_mu), v_scale(scale);
+    const Vec v_lam = broadcast<Vec>(lam), v_rho_vm = broadcast<Vec>(rho_vm), v_rho_mu = broadcast<Vec>(rho_mu),
+              v_scale = broadcast<Vec>(scale);
     int64_t i = begin;
     for (; i + L::kWidth <= end; i += L::kWidth) {
       const auto vv = L::load(v + i), uu = L::load(u + i);
@@ -100,7 +98,7 @@ void w2s_forward_kernel(const W2SParams& p, double* partial) {
 }
 
 template <typename T>
-void w2s_backward_kernel(const W2SParams& p, T* grad_v, T* grad_mid, const at::opmath_type<T>* grad) {
+void w2s_backward_kernel(const W2SParams& p, T* grad_v, T* grad_mid, const acc_type<T>* grad) {
   dispatch_w2s_presence(p, [&]<bool kW, bool kM>() { w2s_backward_pass<T, kW, kM>(p, grad_v, grad_mid, grad); });
 }
 
@@ -110,7 +108,7 @@ void w2s_backward_kernel(const W2SParams& p, T* grad_v, T* grad_mid, const at::o
 #define SGG_INSTANTIATE_W2S_KERNEL(T)                                                                     \
   template void sgg::cpu::CPU_CAPABILITY::w2s_forward_kernel<T>(const sgg::cpu::W2SParams&, double*);    \
   template void sgg::cpu::CPU_CAPABILITY::w2s_backward_kernel<T>(const sgg::cpu::W2SParams&, T*, T*,     \
-                                                                 const at::opmath_type<T>*);
+                                                                 const acc_type<T>*);
 #define SGG_INSTANTIATE_W2S_KERNELS      \
   SGG_INSTANTIATE_W2S_KERNEL(float)      \
   SGG_INSTANTIATE_W2S_KERNEL(double)     \
