@@ -68,10 +68,6 @@ bool concrete_dims(const at::Tensor& t, std::vector<Dim>& dims) {
 
 }  // namespace
 
-bool has_memory(const at::Tensor& t) {
-  return !t.is_meta() && t.has_storage() && !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
-}
-
 bool may_overlap_itself(const at::Tensor& t) {
   std::vector<Dim> dims;
   if (!concrete_dims(t, dims)) return false;

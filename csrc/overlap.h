@@ -6,9 +6,6 @@
 
 namespace sgg {
 
-// False for meta and fake tensors (shapes, no addresses) and symbolic layouts.
-bool has_memory(const at::Tensor& t);
-
 // True if two elements of t may share memory (an expanded view, an overlapping as_strided), judged
 // from sizes and strides; false when t's layout is symbolic (it is checked again when it runs).
 bool may_overlap_itself(const at::Tensor& t);
