@@ -70,7 +70,8 @@ def _w2s_backward_kernel(grad_v_ptr, grad_mid_ptr, grad_ptr, v_ptr, u_ptr, weak_
     mask = within < n
     offs = sample * n + within
     lam = tl.load(coefs_ptr + sample * coef_stride).to(ACC)
-    scale = tl.load(grad_ptr + sample).to(ACC) * 2.0 / n
+    # grad * (2 / n), the CPU kernel's order: (grad * 2) / n rounds differently for some grads.
+    scale = tl.load(grad_ptr + sample).to(ACC) * (2.0 / n.to(ACC))
     r, m, u, v = _element_terms(v_ptr, u_ptr, weak_ptr, mid_ptr, offs, mask, lam, HAS_WEAK, HAS_MID, ACC)
     if HAS_MID:
         rho_vm = tl.load(coefs_ptr + sample * coef_stride + 1).to(ACC)

@@ -69,8 +69,9 @@ def test_triton_is_deterministic_and_handles_empty_samples():
 def test_triton_gradients_equal_the_cpu_kernel_bit_for_bit(dtype, per_sample):
     # Neither fuses multiply-adds (enable_fp_fusion=False, -ffp-contract=off), and both take the
     # reference's order, so every rounding is the same; the loss differs only in summation order.
-    v, u, weak, mid, coefs = operands(dtype, (3, 41, 100), per_sample)
-    grad = torch.rand(3, dtype=dtype)
+    # 48 samples, so many per-sample scales: grad * (2 / n) and (grad * 2) / n differ for about 1 grad in 15.
+    v, u, weak, mid, coefs = operands(dtype, (48, 41, 10), per_sample)
+    grad = torch.rand(48, dtype=dtype, generator=torch.Generator().manual_seed(0))
     grad_v, grad_mid = torch.empty_like(v), torch.empty_like(v)
     launchers("cpu")[1](grad_v, grad_mid, grad, v, u, weak, mid, coefs)
     _, triton_v, triton_mid = run_triton(v, u, weak, mid, coefs, grad)
