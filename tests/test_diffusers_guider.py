@@ -31,12 +31,7 @@ SGG_SD3_ARGS = dict(guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=1
                     skip_layer_guidance_end=28)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # the tiny models' ops are far too small to share between threads
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def modular(blocks, **components):

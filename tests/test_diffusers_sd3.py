@@ -22,14 +22,7 @@ SGG_SD3_ARGS = dict(guidance_scale=4.5, cfg_guidance_start=1, cfg_guidance_end=1
                     slg_d_w=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny model's ops are far too small to share: on a busy 2-core machine two threads made
-    # each forward ~30x slower (0.8 s against 0.025 s measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ SAMPLERS = {"euler": K.sample_euler, "heun": K.sample_heun, "dpmpp_2m": K.sample
 CFG, W, BOUNDARY = 4.0, 2.5, 0.5   # SGG: CFG 4.0 where t > 0.5 (sigma > 1), weak-model guidance 2.5 below
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # the tiny models' ops are far too small to share between threads
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyDenoiser(nn.Module):

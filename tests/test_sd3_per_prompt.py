@@ -11,11 +11,11 @@ from sgg_kernels import GuidanceSchedule  # noqa: E402
 from sgg_kernels.integrations.diffusers_sd3 import StableDiffusion3SGGPipeline  # noqa: E402
 
 STEPS = 8
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.set_num_threads(1)  # the tiny model's ops are too small to share between threads
     pipe = StableDiffusion3SGGPipeline(transformer=tiny_sd3_transformer(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                                        vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
                                        tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)

@@ -24,12 +24,7 @@ from sgg_kernels.integrations.weak_pass import arm_weak_pass, is_armed  # noqa: 
 CFG, W, BOUNDARY, STEPS = 4.0, 2.5, 0.6, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # the tiny models' ops are far too small to share between threads
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(family, **sizes):

@@ -15,12 +15,7 @@ from diffusers.modular_pipelines.stable_diffusion_3.modular_blocks_stable_diffus
     StableDiffusion3T2ICoreDenoiseStep)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compiled(model, form):
