@@ -141,37 +141,52 @@ def system_includes(tool):
     return [f"-isystem{d}" for d in dirs]
 
 
-def extension():
-    # -fopenmp: at::parallel_for is an inline OpenMP loop; without it the kernels run on one thread.
+# The stable-ABI floor: the oldest torch whose stable C shims the libraries may call. 2.10 is where
+# torch_parallel_for, versioned kernel registration (torch_library_impl) and std::string/int[] operands
+# first exist; the headers refuse any call newer than this, so the binary loads on 2.10 and later.
+TORCH_FLOOR = (2, 10)
+TORCH_TARGET_VERSION = f"0x{TORCH_FLOOR[0]:02X}{TORCH_FLOOR[1]:02X}000000000000"  # major, minor: one byte each
+
+
+def extensions():
+    """The core library (schemas, checks, CPU kernels) and, when CUDA is built, the CUDA library, which
+    links the core one (its kernels read the core's backend setting)."""
     # -ffp-contract=off: GCC would fuse the SIMD mul+add into FMA, so the AVX builds, the scalar tail
     # and the strided walk would round differently; unfused, every path agrees bit for bit.
     # -Wno-psabi: GCC's note that passing 32-byte vectors by value changed ABI in GCC 4.6 (the kernels
     # are internal; nothing outside calls them with vector arguments).
-    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-unknown-pragmas", "-Wno-psabi", *system_includes("cxx")]
-    cpu_sources = [s for s in sources("*.cpp") + sources("cpu/*.cpp") if s not in SIMD_SOURCES]
+    stable = [f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}"]
+    cxx = ["-O3", "-std=c++20", "-ffp-contract=off", "-Wno-unknown-pragmas", "-Wno-psabi", *stable,
+           *system_includes("cxx")]
+    core_sources = [s for s in sources("*.cpp") + sources("cpu/*.cpp") if s not in SIMD_SOURCES]
     # py_limited_api: no libtorch_python and no Python symbols, so the library loads in plain C++.
+    core = CppExtension("sgg_kernels._C", core_sources, extra_compile_args={"cxx": cxx}, py_limited_api=True)
     if not CUDA_HOME:
-        return CppExtension("sgg_kernels._C", cpu_sources, extra_compile_args={"cxx": cxx},
-                            extra_link_args=["-fopenmp"], py_limited_api=True)
+        return [core]
     # --fmad=false for the same reason: the CUDA kernels then round exactly as the CPU ones.
-    nvcc = ["-O3", "-lineinfo", "--fmad=false", *cuda_arch_flags(), *system_includes("nvcc")]
-    ext = CUDAExtension(
-        "sgg_kernels._C",
-        cpu_sources + sources("cuda/*.cu"),
-        define_macros=[("SGG_WITH_CUDA", None)],
+    nvcc = ["-O3", "-lineinfo", "--fmad=false", "-std=c++20", *stable, *cuda_arch_flags(), *system_includes("nvcc")]
+    cuda = CUDAExtension(
+        "sgg_kernels._C_cuda",
+        # csrc/cuda/checks_copy.cpp compiles the checks in again: only the C functions of
+        # runtime_settings.h cross between the libraries.
+        sources("cuda/*.cpp") + sources("cuda/*.cu"),
+        define_macros=[("USE_CUDA", None)],  # the stable ABI declares its CUDA shims under USE_CUDA
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-        extra_link_args=["-fopenmp"],
+        # The core library sits next to this one; $ORIGIN finds it wherever the package is installed.
+        extra_link_args=["-Wl,-rpath,$ORIGIN", "-l:_C.abi3.so"],
         py_limited_api=True,
     )
-    ext.include_dirs += [d for d in pip_nvidia_include_dirs() if d not in ext.include_dirs]
-    return ext
+    cuda.include_dirs += [d for d in pip_nvidia_include_dirs() if d not in cuda.include_dirs]
+    return [core, cuda]
 
 
 class BuildSggLibrary(BuildExtension):
     """Compiles SIMD_SOURCES with their own -m flags (setuptools has no per-file flags), and records the
-    torch the library was built against next to it (sgg_kernels/_library.py compares it at import)."""
+    torch the libraries were built with and their floor next to them (sgg_kernels/_library.py reads it)."""
 
     def build_extension(self, ext):
+        if ext.name == "sgg_kernels._C_cuda":  # links the core library, built just before it
+            ext.library_dirs.append(os.path.dirname(self.get_ext_fullpath("sgg_kernels._C")))
         if ext.name == "sgg_kernels._C" and not self.compiler.compiler_type == "msvc":
             for src, flags in SIMD_SOURCES.items():
                 ext.extra_objects += self.compiler.compile(
@@ -188,7 +203,8 @@ class BuildSggLibrary(BuildExtension):
             package_dirs.add(os.path.join(HERE, "sgg_kernels"))
         for package_dir in package_dirs:
             with open(os.path.join(package_dir, "_build_info.json"), "w") as f:
-                json.dump({"torch": torch.__version__, "cuda": bool(CUDA_HOME)}, f)
+                json.dump({"torch": torch.__version__, "floor": "{}.{}".format(*TORCH_FLOOR),
+                           "cuda": torch.version.cuda if CUDA_HOME else None}, f)
 
 
 setup(
@@ -199,7 +215,7 @@ setup(
     package_data={"sgg_kernels.bench": ["baselines/*.json"]},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
     python_requires=">=3.10",
-    install_requires=["torch>=2.6", "numpy", "tqdm"],
+    install_requires=[f"torch>={TORCH_FLOOR[0]}.{TORCH_FLOOR[1]}", "numpy", "tqdm"],
     extras_require={
         "triton": ["triton"],
         "diffusers": ["diffusers", "transformers", "accelerate"],
@@ -207,6 +223,6 @@ setup(
         "demo": ["matplotlib"],
         "test": ["pytest", "pytest-benchmark", "hypothesis"],
     },
-    ext_modules=[extension()],
+    ext_modules=extensions(),
     cmdclass={"build_ext": BuildSggLibrary},
 )

@@ -1,22 +1,18 @@
-// The argument checks of every sgg op, shared by the CPU, CUDA and Meta kernels: the Meta kernels
-// are what torch.compile and torch.export trace with, so compiled code gets the same messages.
-// Each check names the argument and the problem, runs before anything is allocated or written,
-// reads no tensor values (never synchronises) and accepts symbolic sizes.
+// The argument checks of every sgg op, run by the CPU and CUDA kernels before anything is allocated or
+// written. Each names the argument and the problem and reads no tensor values (never synchronises).
+// Traced calls (torch.compile, torch.export: fake tensors, symbolic sizes) are checked by
+// sgg_kernels/fake_kernels.py with the same messages; tests/test_bad_input.py holds both to them.
 #pragma once
-#include <ATen/ATen.h>
-
-#include <optional>
+#include "stable_tensor.h"
 
 namespace sgg {
 
 // sgg.guide (x and step absent), sgg.guided_step and sgg.guided_step_ (in_place: x is written).
-void check_guidance_args(const char* op, const at::Tensor* x, const at::Tensor& cond,
-                         const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
-                         const at::Tensor& weights, const at::Tensor* step, bool in_place);
+void check_guidance_args(const char* op, const Tensor* x, const Tensor& cond, const OptTensor& uncond,
+                         const OptTensor& weak, const Tensor& weights, const Tensor* step, bool in_place);
 
 // sgg.w2s_loss and sgg.w2s_loss_backward (grad given).
-void check_w2s_loss_args(const char* op, const at::Tensor& v, const at::Tensor& u,
-                         const std::optional<at::Tensor>& weak, const std::optional<at::Tensor>& mid,
-                         const at::Tensor& coefs, const at::Tensor* grad);
+void check_w2s_loss_args(const char* op, const Tensor& v, const Tensor& u, const OptTensor& weak,
+                         const OptTensor& mid, const Tensor& coefs, const Tensor* grad);
 
 }  // namespace sgg

@@ -56,43 +56,43 @@ struct Search {
   }
 };
 
-bool concrete_dims(const at::Tensor& t, std::vector<Dim>& dims) {
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    const auto n = t.sym_size(d).maybe_as_int(), s = t.sym_stride(d).maybe_as_int();
-    if (!n || !s) return false;
-    if (*n == 0) return dims.clear(), true;  // empty: no elements
-    if (*n > 1) dims.push_back({*n, *s});
+std::vector<Dim> dims_of(const Layout& t) {
+  std::vector<Dim> dims;
+  for (size_t d = 0; d < t.sizes.size(); ++d) {
+    if (t.sizes[d] == 0) return {};  // empty: no elements
+    if (t.sizes[d] > 1) dims.push_back({t.sizes[d], t.strides[d]});
   }
-  return true;
+  return dims;
+}
+
+int64_t numel(const Layout& t) {
+  int64_t n = 1;
+  for (int64_t s : t.sizes) n *= s;
+  return n;
 }
 
 }  // namespace
 
-bool may_overlap_itself(const at::Tensor& t) {
-  std::vector<Dim> dims;
-  if (!concrete_dims(t, dims)) return false;
-  Search search(std::move(dims));
+bool may_overlap_itself(const Layout& t) {
+  Search search(dims_of(t));
   return search.self_collision() || search.budget < 0;
 }
 
-Overlap overlap(const at::Tensor& written, const at::Tensor& read) {
-  if (written.numel() == 0 || read.numel() == 0 || !written.is_alias_of(read)) return Overlap::kNone;
-  const int64_t es_w = written.element_size(), es_r = read.element_size();
-  const auto span = [](const at::Tensor& t, int64_t es) {  // first and one-past-last byte, from the storage
-    int64_t last = t.storage_offset();
-    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
-    return std::make_pair(t.storage_offset() * es, (last + 1) * es);
+Overlap overlap(const Layout& written, const Layout& read) {
+  if (numel(written) == 0 || numel(read) == 0) return Overlap::kNone;
+  const auto span = [](const Layout& t) {  // first and one-past-last byte, from the storage's start
+    int64_t last = t.offset;
+    for (size_t d = 0; d < t.sizes.size(); ++d) last += (t.sizes[d] - 1) * t.strides[d];
+    return std::make_pair(t.offset * t.itemsize, (last + 1) * t.itemsize);
   };
-  const auto [w_lo, w_hi] = span(written, es_w);
-  const auto [r_lo, r_hi] = span(read, es_r);
+  const auto [w_lo, w_hi] = span(written);
+  const auto [r_lo, r_hi] = span(read);
   if (w_hi <= r_lo || r_hi <= w_lo) return Overlap::kNone;
-  if (es_w != es_r || written.sizes() != read.sizes() || written.strides() != read.strides())
+  if (written.itemsize != read.itemsize || written.sizes != read.sizes || written.strides != read.strides)
     return Overlap::kUnknown;
-  if (written.storage_offset() == read.storage_offset()) return Overlap::kSame;
-  std::vector<Dim> dims;
-  concrete_dims(written, dims);
-  Search search(std::move(dims));
-  const bool collide = search.reachable(read.storage_offset() - written.storage_offset(), 0);
+  if (written.offset == read.offset) return Overlap::kSame;
+  Search search(dims_of(written));
+  const bool collide = search.reachable(read.offset - written.offset, 0);
   return search.budget < 0 ? Overlap::kUnknown : (collide ? Overlap::kPartial : Overlap::kNone);
 }
 

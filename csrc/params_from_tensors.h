@@ -1,41 +1,39 @@
-// Thin ATen side of the kernels: turns validated tensors into a GuidanceParams. Argument checking
-// with user-facing messages lives in checks.cpp; the TORCH_CHECKs here only guard memory safety for
-// direct calls of the launchers (the internal op sgg::_launch).
+// Tensor side of the kernels: turns validated tensors into a GuidanceParams. Argument checking with
+// user-facing messages lives in checks.cpp; the checks here only guard memory safety for direct calls
+// of the launchers (the internal op sgg::_launch, which tests and benchmarks call without checks).
 #pragma once
-#include <ATen/ATen.h>
-
-#include <optional>
-
 #include "guidance_params.h"
+#include "stable_tensor.h"
 
 namespace sgg {
 
 // nullopt when the operands need more than kMaxDims strided dims (see with_params).
-inline std::optional<GuidanceParams> params_from_tensors(const at::Tensor& out, const std::optional<at::Tensor>& x,
-                                          const at::Tensor& cond, const std::optional<at::Tensor>& uncond,
-                                          const std::optional<at::Tensor>& weak, const at::Tensor& weights,
-                                          const std::optional<at::Tensor>& step) {
-  const at::Tensor* slots[kNumSlots] = {&out, x ? &*x : nullptr, &cond, uncond ? &*uncond : nullptr,
-                                        weak ? &*weak : nullptr};
-  TORCH_CHECK(cond.dim() >= 1, "sgg: cond needs a batch dimension");
+inline std::optional<GuidanceParams> params_from_tensors(const Tensor& out, const OptTensor& x, const Tensor& cond,
+                                                         const OptTensor& uncond, const OptTensor& weak,
+                                                         const Tensor& weights, const OptTensor& step) {
+  const Tensor* slots[kNumSlots] = {&out, x ? &*x : nullptr, &cond, uncond ? &*uncond : nullptr,
+                                    weak ? &*weak : nullptr};
+  SGG_CHECK(cond.dim() >= 1, "sgg: cond needs a batch dimension");
   const int64_t batch = cond.size(0);
-  for (const at::Tensor* t : slots)
-    TORCH_CHECK(!t || (t->sizes() == cond.sizes() && t->scalar_type() == cond.scalar_type() &&
-                       t->device() == cond.device()),
-                "sgg: operands must share shape, dtype and device");
-  auto check_coefs = [&](const at::Tensor& c) {
-    TORCH_CHECK(c.scalar_type() == at::kFloat && c.is_contiguous() && c.device() == cond.device() &&
-                    (c.numel() == 2 || (c.dim() == 2 && c.size(0) == batch && c.size(1) == 2)),
-                "sgg: weights and step must be contiguous float32 [2] or [B, 2] on cond's device");
+  for (const Tensor* t : slots)
+    SGG_CHECK(!t || (same_sizes(*t, cond) && t->scalar_type() == cond.scalar_type() && same_device(*t, cond)),
+              "sgg: operands must share shape, dtype and device");
+  // A step without x would read x through a null pointer.
+  SGG_CHECK(x.has_value() == step.has_value(), "sgg: x and step are given together (guided_step) or not at all (guide)");
+  // [1, 2] or [2, 1] has 2 elements but is read with a stride of 2 per sample: only [2] and [B, 2].
+  auto check_coefs = [&](const Tensor& c) {
+    SGG_CHECK(c.scalar_type() == ScalarType::Float && c.is_contiguous() && same_device(c, cond) &&
+                  ((c.dim() == 1 && c.size(0) == 2) || (c.dim() == 2 && c.size(0) == batch && c.size(1) == 2)),
+              "sgg: weights and step must be contiguous float32 [2] or [B, 2] on cond's device");
   };
   check_coefs(weights);
   if (step) check_coefs(*step);
 
   GuidanceParams p{};
   for (int s = 0; s < kNumSlots; ++s) p.data[s] = slots[s] ? slots[s]->data_ptr() : nullptr;
-  p.weights = weights.data_ptr<float>();
+  p.weights = static_cast<const float*>(weights.data_ptr());
   p.weights_stride = weights.dim() == 2 ? 2 : 0;
-  p.step = step ? step->data_ptr<float>() : nullptr;
+  p.step = step ? static_cast<const float*>(step->data_ptr()) : nullptr;
   p.step_stride = step && step->dim() == 2 ? 2 : 0;
   p.batch = batch;
   p.per_sample = batch == 0 ? 0 : cond.numel() / batch;
@@ -43,8 +41,8 @@ inline std::optional<GuidanceParams> params_from_tensors(const at::Tensor& out, 
   // Dense fast path: every operand has out's strides, covers its memory without gaps, and keeps
   // each sample in one block (true for contiguous tensors, chunk(2) halves and channels-last).
   p.dense = true;
-  for (const at::Tensor* t : slots)
-    p.dense = p.dense && (!t || (t->strides() == out.strides() && t->is_non_overlapping_and_dense()));
+  for (const Tensor* t : slots)
+    p.dense = p.dense && (!t || (same_strides(*t, out) && non_overlapping_and_dense(*t)));
   p.dense = p.dense && (batch <= 1 || out.stride(0) == p.per_sample);
   if (p.dense) return p;
 
@@ -72,16 +70,15 @@ inline std::optional<GuidanceParams> params_from_tensors(const at::Tensor& out, 
 // Runs launch(params). Operands whose layouts leave more than kMaxDims dims after merging (rare:
 // 9+ dims, each operand laid out differently) run on contiguous copies, then out gets the result.
 template <typename Launch>
-void with_params(const at::Tensor& out, const std::optional<at::Tensor>& x, const at::Tensor& cond,
-                 const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
-                 const at::Tensor& weights, const std::optional<at::Tensor>& step, const Launch& launch) {
+void with_params(const Tensor& out, const OptTensor& x, const Tensor& cond, const OptTensor& uncond,
+                 const OptTensor& weak, const Tensor& weights, const OptTensor& step, const Launch& launch) {
   if (auto p = params_from_tensors(out, x, cond, uncond, weak, weights, step)) return launch(*p);
-  const auto dense = [](const std::optional<at::Tensor>& t) {
-    return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-  };
-  const at::Tensor tmp = at::empty(out.sizes(), out.options());
-  launch(*params_from_tensors(tmp, dense(x), cond.contiguous(), dense(uncond), dense(weak), weights, step));
-  out.copy_(tmp);
+  const auto dense = [](const OptTensor& t) { return t ? OptTensor(torch::stable::contiguous(*t)) : std::nullopt; };
+  Tensor tmp = torch::stable::empty(out.sizes(), out.scalar_type(), std::nullopt, out.device());
+  launch(*params_from_tensors(tmp, dense(x), torch::stable::contiguous(cond), dense(uncond), dense(weak), weights,
+                              step));
+  Tensor target = out;
+  torch::stable::copy_(target, tmp);
 }
 
 }  // namespace sgg

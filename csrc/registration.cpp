@@ -1,15 +1,16 @@
-// The sgg operator library: every schema, defined once, here. Kernels are registered per dispatch key
-// in guidance_ops.cpp and w2s_loss_ops.cpp; Python adds autograd for guide/guided_step/w2s_loss and
-// the Triton backend (sgg_kernels/ops.py, sgg_kernels/w2s_loss.py); without that import, the Autograd
-// kernels at the end of this file refuse calls that need a graph. This library needs only libtorch,
-// so C++ programs, TorchScript and AOTInductor packages can load it without Python.
-#include <ATen/core/LegacyTypeDispatch.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/library.h>
+// The sgg operator library: every schema, defined once, here. The core library (this file, checks,
+// the CPU kernels) loads on any torch from the floor on, CPU-only builds included; the CUDA library
+// (csrc/cuda) adds the CUDA kernels. Both use only LibTorch's stable ABI, so one binary serves every
+// torch release from the floor on (docs/ops.md, "Installing, ABI and torch versions"), and C++
+// programs, TorchScript and AOTInductor packages load them without Python.
+//
+// What the stable ABI cannot express is registered by `import sgg_kernels`: autograd
+// (sgg_kernels/ops.py, sgg_kernels/w2s_loss.py), guided_step_'s version bump, and the traced (fake)
+// kernels with symbolic sizes (sgg_kernels/fake_kernels.py).
+#include "overlap.h"
+#include "stable_tensor.h"
 
-#include <string>
-
-TORCH_LIBRARY(sgg, m) {
+STABLE_TORCH_LIBRARY(sgg, m) {
   // guide = cond + w[0] * (cond - uncond) + w[1] * (cond - weak); weights float32 [2] or [B, 2].
   m.def("guide(Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights) -> Tensor");
   // x_next = step[0] * x + step[1] * guide(...); step float32 [2] or [B, 2].
@@ -23,7 +24,7 @@ TORCH_LIBRARY(sgg, m) {
         " -> (Tensor, Tensor)");
 
   // Internal. Direct calls of one compiled backend (no argument checks beyond memory safety), for
-  // tests and benchmarks: backend is "cpu" or "cuda".
+  // tests and benchmarks: backend is "cpu" (CPU tensors) or "cuda" (CUDA tensors).
   m.def("_launch(str backend, Tensor(a!) out, Tensor? x, Tensor cond, Tensor? uncond, Tensor? weak, "
         "Tensor weights, Tensor? step) -> ()");
   m.def("_w2s_loss_cpu(Tensor(a!) loss, Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> ()");
@@ -42,37 +43,31 @@ TORCH_LIBRARY(sgg, m) {
   m.def("_cuda_built() -> bool");
   m.def("_cpu_capability() -> str");
   m.def("_set_cpu_capability(str name) -> ()");
+  // Internal. The overlap tests of overlap.cpp on plain layouts (sizes, strides and offsets in elements),
+  // for the traced checks of sgg_kernels/fake_kernels.py. _overlap: 0 none, 1 same, 2 partial, 3 unknown.
+  m.def("_self_overlaps(int[] sizes, int[] strides) -> bool");
+  m.def("_overlap(int[] w_sizes, int[] w_strides, int w_offset, int w_itemsize, int[] r_sizes, int[] r_strides, "
+        "int r_offset, int r_itemsize) -> int");
 }
 
 namespace sgg {
 namespace {
 
-// Autograd for guide, guided_step, w2s_loss and w2s_loss_backward is registered by `import sgg_kernels`
-// (a later registration for the same key, so it replaces this one). A process that only loads the
-// library gets this kernel instead: calls that need no graph run as usual, and a call that would need
-// one is refused, where the dispatcher's fallback would give a warning and a silent None gradient.
-void autograd_needs_python(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
-  std::string name = op.schema().name();  // sgg::guide, written sgg.guide as in every other message
-  name.replace(name.find("::"), 2, ".");
-  const auto& arguments = op.schema().arguments();
-  const auto first = stack->size() - arguments.size();
-  for (size_t i = 0; i < arguments.size(); ++i) {
-    const c10::IValue& value = (*stack)[first + i];
-    if (!value.isTensor()) continue;  // an absent optional tensor is None
-    const at::Tensor& t = value.toTensor();
-    const bool needs_graph = (t.requires_grad() && at::GradMode::is_enabled()) || t._fw_grad(/*level=*/0).defined();
-    TORCH_CHECK(!needs_graph, name, ": ", arguments[i].name(), " needs autograd, which the ",
-                "sgg_kernels Python package registers; this process only loaded the operator library. Run "
-                "`import sgg_kernels` before the call, or call it under torch.no_grad() for no gradient");
-  }
-  at::AutoDispatchBelowADInplaceOrView guard;
-  op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
+bool self_overlaps(std::vector<int64_t> sizes, std::vector<int64_t> strides) {
+  return may_overlap_itself({std::move(sizes), std::move(strides)});
+}
+
+int64_t overlap_status(std::vector<int64_t> w_sizes, std::vector<int64_t> w_strides, int64_t w_offset,
+                       int64_t w_itemsize, std::vector<int64_t> r_sizes, std::vector<int64_t> r_strides,
+                       int64_t r_offset, int64_t r_itemsize) {
+  return static_cast<int64_t>(overlap({std::move(w_sizes), std::move(w_strides), w_offset, w_itemsize},
+                                      {std::move(r_sizes), std::move(r_strides), r_offset, r_itemsize}));
 }
 
 }  // namespace
 }  // namespace sgg
 
-TORCH_LIBRARY_IMPL(sgg, Autograd, m) {
-  for (const char* name : {"guide", "guided_step", "w2s_loss", "w2s_loss_backward"})
-    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&sgg::autograd_needs_python>());
+STABLE_TORCH_LIBRARY_IMPL(sgg, CompositeImplicitAutograd, m) {
+  m.impl("_self_overlaps", TORCH_BOX(&sgg::self_overlaps));
+  m.impl("_overlap", TORCH_BOX(&sgg::overlap_status));
 }

@@ -1,14 +1,18 @@
-// Which kernels run a CUDA call (see runtime_settings.cpp).
+// Process-wide settings the core library keeps and the CUDA library reads (it links the core library,
+// so both see this one copy): which kernels run a CUDA call, and whether the CUDA library is loaded.
 #pragma once
 
+// C linkage: the CUDA library finds these in the core library by name.
+extern "C" {
+// 0 cuda (this project's CUDA C++ kernels), 1 triton, 2 torch: set_gpu_backend's choice, else
+// $SGG_BACKEND, else cuda when the CUDA library is loaded, else triton.
+int sgg_gpu_backend();
+// Called once by the CUDA library as it loads.
+void sgg_note_cuda_library_loaded();
+}
+
 namespace sgg {
-
-// The GPU backend: the CUDA C++ kernels of this library, or a Python one reached through the
-// _python_gpu_* ops (Triton, or the pure-PyTorch reference).
 enum class GpuBackend : int { kCuda = 0, kTriton = 1, kTorch = 2 };
-
-GpuBackend gpu_backend();  // set_gpu_backend's choice, else $SGG_BACKEND, else cuda if built, else triton
+inline GpuBackend gpu_backend() { return static_cast<GpuBackend>(sgg_gpu_backend()); }
 const char* gpu_backend_name(GpuBackend b);
-bool cuda_built();
-
 }  // namespace sgg

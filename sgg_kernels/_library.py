@@ -1,12 +1,15 @@
-"""Finds and loads the sgg operator library, which defines every `torch.ops.sgg` op.
+"""Finds and loads the sgg operator libraries, which define every `torch.ops.sgg` op.
 
-The library (sgg_kernels/_C.abi3.so) links libtorch only, so other processes can load it without
-this package: `torch.ops.load_library(sgg_kernels.library_path())` in Python, or dlopen/linking in C++.
+The core library (sgg_kernels/_C.abi3.so: schemas, checks, CPU kernels) and the CUDA library
+(_C_cuda.abi3.so, when built) use LibTorch's stable ABI only, so one build loads on every torch from
+its floor on, and other processes can load them without this package:
+`torch.ops.load_library(path)` for each of `library_paths()` in Python, or dlopen in C++.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import torch
 
@@ -31,24 +34,61 @@ def library_path() -> str:
     raise ImportError(f"sgg_kernels: the operator library is not built ({path} is missing); build it with: {_BUILD}")
 
 
+def cuda_library_path() -> str | None:
+    """The path of the CUDA library, or None where it was not built (CPU-only builds)."""
+    path = os.path.join(_HERE, "_C_cuda.abi3.so")
+    return path if os.path.exists(path) else None
+
+
+def library_paths() -> list[str]:
+    """What a process loads, in order: the core library, then the CUDA library where this torch can load
+    it (a CUDA build of torch with the CUDA major version it was compiled for)."""
+    paths = [library_path()]
+    cuda = cuda_library_path()
+    if cuda and _cuda_library_fits():
+        paths.append(cuda)
+    return paths
+
+
 def build_info() -> dict:
-    """What the library was built against: {'torch': version, 'cuda': whether its CUDA kernels were compiled}."""
+    """What the libraries were built with: {'torch': the torch whose headers compiled them, 'floor': the
+    oldest torch they load on, 'cuda': the CUDA version of the CUDA library, or None}."""
     with open(os.path.join(_HERE, "_build_info.json")) as f:
         return json.load(f)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:2])
+
+
+def _cuda_library_fits() -> bool:
+    """The CUDA library needs the CUDA runtime major version it was compiled with (libcudart.so.N)."""
+    built = build_info().get("cuda")
+    if torch.version.cuda is None:
+        return False  # a CPU-only torch: the core library serves it, with no CUDA kernels to offer
+    if built and _version(built)[0] == _version(torch.version.cuda)[0]:
+        return True
+    warnings.warn(f"sgg_kernels: the CUDA kernels were compiled for CUDA {built}, and this torch uses CUDA "
+                  f"{torch.version.cuda}; GPU calls run the Triton backend. Rebuild for this CUDA with: {_BUILD}",
+                  stacklevel=3)
+    return False
+
+
 def load() -> None:
-    """Loads the library once; a library built against another torch is refused before it is opened
-    (its C++ symbols would not resolve, or worse, resolve to an incompatible ABI)."""
+    """Loads the libraries once. A torch below the stable-ABI floor is refused before anything is opened
+    (the libraries call C shims it lacks); any newer torch loads the same binaries."""
     path = library_path()
     try:
-        built_for = build_info()["torch"]
+        info = build_info()
+        floor = info["floor"]
     except (OSError, ValueError, KeyError) as e:
         raise ImportError(f"sgg_kernels: {path} has no readable build record ({e}); rebuild with: {_BUILD}") from e
-    if built_for != torch.__version__:
-        raise ImportError(f"sgg_kernels: the operator library was built against torch {built_for}, but torch "
-                          f"{torch.__version__} is installed; rebuild it with: {_BUILD}")
-    try:
-        torch.ops.load_library(path)
-    except OSError as e:
-        raise ImportError(f"sgg_kernels: could not load {path} ({e}); rebuild it with: {_BUILD}") from e
+    if _version(torch.__version__) < _version(floor):
+        raise ImportError(f"sgg_kernels: the operator library needs torch {floor} or newer (its stable-ABI floor; "
+                          f"built with torch {info['torch']}), but torch {torch.__version__} is installed; upgrade "
+                          f"torch, e.g. pip install 'torch>={floor}'")
+    for lib in library_paths():
+        try:
+            torch.ops.load_library(lib)
+        except OSError as e:
+            raise ImportError(f"sgg_kernels: could not load {lib} ({e}); rebuild it with: {_BUILD}") from e

@@ -4,7 +4,7 @@
     torch.ops.sgg.guided_step(x, cond, uncond?, weak?, weights, step) -> Tensor
     torch.ops.sgg.guided_step_(x, cond, uncond?, weak?, weights, step) -> ()     # writes x
 
-The schemas, argument checks and CPU/CUDA/Meta kernels live in the C++ operator library
+The schemas, argument checks and CPU/CUDA kernels live in the C++ operator libraries
 (csrc/registration.cpp, csrc/guidance_ops.cpp); sgg_kernels.reference has the formula. `weights` =
 (lam_cdg, lam_cag) and `step` = (a, b) are float32 tensors of shape [2] or [B, 2]; they stay on the
 device, so no call synchronises and a compiled or graph-captured step can be replayed with new values.
@@ -116,7 +116,7 @@ def _autograd_kernel(is_step, x, cond, uncond, weak, weights, step):
     if torch._C._are_functorch_transforms_active():
         # torch.func (jvp, grad, vmap) would route an autograd.Function through a higher-order op that
         # cannot run from inside the dispatcher; there the formula runs as plain differentiable ops,
-        # after the library's own checks (its Meta kernel, on stand-ins of the logical shapes).
+        # after the ops' own checks (their Meta kernel, on stand-ins of the logical shapes).
         meta = [None if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta")
                 for t in (x, cond, uncond, weak, weights, step)]
         op, args = (torch.ops.sgg.guided_step.default, meta) if is_step else (torch.ops.sgg.guide.default, meta[1:5])
@@ -168,7 +168,7 @@ def _guided_step__inplace_or_view(keyset, x, *rest):
 
 
 # Registered from Python because LibTorch's stable ABI has no autograd or ADInplaceOrView API; a process
-# that loads only the C++ library has the CPU/CUDA/Meta kernels without these (docs/ops.md).
+# that loads only the C++ libraries has the CPU/CUDA kernels without these (docs/ops.md).
 _lib = torch.library.Library("sgg", "IMPL")
 _lib.impl("guide", _guide_autograd, "Autograd")
 _lib.impl("guided_step", _guided_step_autograd, "Autograd")

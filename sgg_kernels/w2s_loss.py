@@ -17,7 +17,8 @@ reference is sgg_kernels.reference.w2s_loss_reference.
 - Backends: CPU runs the compiled C++ kernel (csrc/cpu/w2s_loss_cpu.cpp); CUDA runs Triton
   (sgg_kernels/triton_w2s_loss.py) unless the `torch` backend is selected (or triton is missing,
   with a warning), which runs the pure-PyTorch closed form in sgg_kernels.reference. The schema,
-  checks and CPU/CUDA/Meta kernels are in the C++ library (csrc/w2s_loss_ops.cpp).
+  checks and CPU/CUDA kernels are in the C++ libraries (csrc/w2s_loss_ops.cpp, csrc/cuda/cuda_ops.cpp);
+  the traced (fake) kernel is in sgg_kernels/fake_kernels.py.
 """
 from __future__ import annotations
 

@@ -20,20 +20,20 @@ def call(op, a):
 
 
 BAD = {
-    "uncond shape": (dict(uncond=torch.randn(B, 4, 6)), ValueError, r"uncond has shape \[3, 4, 6\] but cond has shape"),
-    "weak batch": (dict(weak=torch.randn(B + 1, 4, 5)), ValueError, "weak has shape"),
-    "weak dtype": (dict(weak=torch.randn(B, 4, 5, dtype=torch.float64)), TypeError, "weak has dtype torch.float64"),
-    "uncond device": (dict(uncond=torch.randn(B, 4, 5, device="meta")), ValueError, "uncond is on meta"),
-    "integer cond": (dict(cond=torch.ones(B, 4, 5, dtype=torch.int64)), TypeError, "cond has dtype torch.int64"),
-    "0-d cond": (dict(cond=torch.tensor(1.0)), ValueError, "cond must have a batch dimension"),
-    "weights rank": (dict(weights=torch.rand(3)), ValueError, r"weights must have shape \[2\] or \[B, 2\] = \[3, 2\]"),
-    "weights batch": (dict(weights=torch.rand(B + 1, 2)), ValueError, r"weights must have shape .* got \[4, 2\]"),
-    "weights dtype": (dict(weights=torch.rand(B, 2, dtype=torch.float64)), TypeError, "weights must be float32"),
-    "weights strided": (dict(weights=torch.rand(2, B).t()), ValueError, "weights must be contiguous"),
-    "step shape": (dict(step=torch.rand(B, 3)), ValueError, "step must have shape"),
-    "step dtype": (dict(step=torch.rand(2).half()), TypeError, "step must be float32"),
-    "step none": (dict(step=None), TypeError, "step must be a Tensor, got None"),
-    "x none step": (dict(x=None), TypeError, "x must be a Tensor, got None"),
+    "uncond shape": (dict(uncond=torch.randn(B, 4, 6)), RuntimeError, r"uncond has shape \[3, 4, 6\] but cond has shape"),
+    "weak batch": (dict(weak=torch.randn(B + 1, 4, 5)), RuntimeError, "weak has shape"),
+    "weak dtype": (dict(weak=torch.randn(B, 4, 5, dtype=torch.float64)), RuntimeError, "weak has dtype torch.float64"),
+    "uncond device": (dict(uncond=torch.randn(B, 4, 5, device="meta")), RuntimeError, "uncond is on meta"),
+    "integer cond": (dict(cond=torch.ones(B, 4, 5, dtype=torch.int64)), RuntimeError, "cond has dtype torch.int64"),
+    "0-d cond": (dict(cond=torch.tensor(1.0)), RuntimeError, "cond must have a batch dimension"),
+    "weights rank": (dict(weights=torch.rand(3)), RuntimeError, r"weights must have shape \[2\] or \[B, 2\] = \[3, 2\]"),
+    "weights batch": (dict(weights=torch.rand(B + 1, 2)), RuntimeError, r"weights must have shape .* got \[4, 2\]"),
+    "weights dtype": (dict(weights=torch.rand(B, 2, dtype=torch.float64)), RuntimeError, "weights must be float32"),
+    "weights strided": (dict(weights=torch.rand(2, B).t()), RuntimeError, "weights must be contiguous"),
+    "step shape": (dict(step=torch.rand(B, 3)), RuntimeError, "step must have shape"),
+    "step dtype": (dict(step=torch.rand(2).half()), RuntimeError, "step must be float32"),
+    "step none": (dict(step=None), RuntimeError, "step must be a Tensor, got None"),
+    "x none step": (dict(x=None), RuntimeError, "x must be a Tensor, got None"),
 }
 
 
@@ -61,7 +61,7 @@ def test_empty_tensors_give_empty_results(op):
 def test_in_place_into_an_expanded_view_is_refused():
     a = good()
     a["x"] = torch.randn(1, 4, 5).expand(B, 4, 5)
-    with pytest.raises(ValueError, match="x has overlapping memory"):
+    with pytest.raises(RuntimeError, match="x has overlapping memory"):
         call("guided_step_", a)
 
 
@@ -70,7 +70,7 @@ def test_in_place_partially_overlapping_an_input_is_refused():
     storage = torch.randn(B * 20 + 1)
     a["x"], a["uncond"] = storage[:-1].view(B, 4, 5), storage[1:].view(B, 4, 5)
     before = a["x"].clone()
-    with pytest.raises(ValueError, match="x partially overlaps uncond"):
+    with pytest.raises(RuntimeError, match="x partially overlaps uncond"):
         call("guided_step_", a)
     assert torch.equal(a["x"], before)
 
@@ -85,3 +85,87 @@ def test_in_place_on_a_tensor_requiring_grad_is_refused():
 def test_non_tensor_operand_is_refused():
     with pytest.raises((TypeError, RuntimeError), match="uncond|Tensor"):
         torch.ops.sgg.guide(torch.randn(2, 3), 1.0, None, torch.rand(2))
+
+
+def eager_and_traced_messages(op, args):
+    """The message of the eager (compiled C++) refusal and of the traced one (the fake kernel, on fake
+    tensors converted from the same arguments), or None where the call is accepted."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def message(arguments):
+        try:
+            call(op, arguments)
+        except RuntimeError as e:
+            return str(e).split("\n")[0]
+        return None
+
+    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+        fake = {k: None if v is None else mode.from_tensor(v) for k, v in args.items()}
+        traced = message(fake)
+    return message(args), traced
+
+
+@pytest.mark.parametrize("op", ["guide", "guided_step", "guided_step_"])
+@pytest.mark.parametrize("case", [c for c in BAD if c not in ("uncond device", "step none", "x none step")])
+def test_traced_calls_are_refused_with_the_eager_message(op, case):
+    """One check vocabulary: csrc/checks.cpp (eager) and sgg_kernels/fake_kernels.py (traced) agree.
+    (A meta-device operand is the fake kernel's in both, and None is refused by the schema first.)"""
+    if op == "guide" and "step" in case:
+        pytest.skip("guide has no step")
+    eager, traced = eager_and_traced_messages(op, {**good(), **BAD[case][0]})
+    assert eager is not None and eager == traced
+
+
+@pytest.mark.parametrize("layout", ["expanded x", "partial overlap", "x is weights", "disjoint halves"])
+def test_traced_in_place_overlap_checks_match_eager(layout):
+    a = good()
+    if layout == "expanded x":
+        a["x"] = torch.randn(1, 4, 5).expand(B, 4, 5)
+    elif layout == "partial overlap":
+        storage = torch.randn(B * 20 + 1)
+        a["x"], a["uncond"] = storage[:-1].view(B, 4, 5), storage[1:].view(B, 4, 5)
+    elif layout == "x is weights":
+        a["x"] = a["weights"] = torch.rand(B, 2)
+        a["cond"], a["uncond"], a["weak"] = (torch.randn(B, 2) for _ in range(3))
+    else:
+        buf = torch.randn(B, 4, 10)
+        a["x"], a["cond"] = buf[..., :5], buf[..., 5:]
+    eager, traced = eager_and_traced_messages("guided_step_", a)
+    assert eager == traced
+    assert (eager is None) == (layout == "disjoint halves"), eager
+
+
+W2S_BAD = {
+    "u shape": dict(u=torch.randn(B, 6)),
+    "weak dtype": dict(weak=torch.randn(B, 5, dtype=torch.float64)),
+    "mid batch": dict(mid=torch.randn(B + 1, 5)),
+    "coefs shape": dict(coefs=torch.rand(B, 2)),
+    "coefs dtype": dict(coefs=torch.rand(3, dtype=torch.float64)),
+    "integer v": dict(v=torch.ones(B, 5, dtype=torch.int32)),
+    "grad shape": dict(grad=torch.rand(B + 1)),
+}
+
+
+@pytest.mark.parametrize("case", list(W2S_BAD))
+def test_traced_w2s_loss_calls_are_refused_with_the_eager_message(case):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    g = torch.Generator().manual_seed(1)
+    args = dict(grad=torch.rand(B, generator=g), **{k: torch.randn(B, 5, generator=g) for k in ("v", "u", "weak", "mid")},
+                coefs=torch.rand(3, generator=g))
+    args.update(W2S_BAD[case])
+
+    def message(a):
+        try:
+            if case == "grad shape":
+                torch.ops.sgg.w2s_loss_backward(a["grad"], a["v"], a["u"], a["weak"], a["mid"], a["coefs"])
+            else:
+                torch.ops.sgg.w2s_loss(a["v"], a["u"], a["weak"], a["mid"], a["coefs"])
+        except RuntimeError as e:
+            return str(e).split("\n")[0]
+        return None
+
+    with FakeTensorMode() as mode:
+        traced = message({k: mode.from_tensor(v) for k, v in args.items()})
+    eager = message(args)
+    assert eager is not None and eager.startswith("sgg.w2s_loss") and eager == traced

@@ -2,7 +2,7 @@
 // kernels_{default,avx2,avx512}.cpp): CPU_CAPABILITY names the inline namespace, so each
 // instantiation is a distinct symbol and the best one is chosen at run time.
 #pragma once
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 
@@ -26,7 +26,7 @@ void dense_pass(const GuidanceParams& p) {
   const T* cond = static_cast<const T*>(p.data[kCond]);
   const T* uncond = static_cast<const T*>(p.data[kUncond]);
   const T* weak = static_cast<const T*>(p.data[kWeak]);
-  at::parallel_for(0, p.batch * p.per_sample, kGrain, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, p.batch * p.per_sample, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end;) {
       // Coefficients are read once per sample (per sample and task, at a task boundary).
       const int64_t s = i / p.per_sample;

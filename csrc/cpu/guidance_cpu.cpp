@@ -1,11 +1,6 @@
 // CPU launcher: picks the SIMD build for this processor for dense operands, and walks arbitrary
 // strides otherwise. Registered with the dispatcher in csrc/guidance_ops.cpp.
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-
 #include <atomic>
-#include <stdexcept>
-#include <string>
 
 #include "../params_from_tensors.h"
 #include "acc_type.h"
@@ -42,7 +37,7 @@ template <typename T, bool kU, bool kW, bool kS>
 struct StridedPass {
   static void run(const GuidanceParams& p) {
     using acc_t = acc_type<T>;
-    at::parallel_for(0, p.batch * p.per_sample, 1 << 14, [&](int64_t begin, int64_t end) {
+    torch::stable::parallel_for(0, p.batch * p.per_sample, 1 << 14, [&](int64_t begin, int64_t end) {
       int64_t idx[kMaxDims] = {}, off[kNumSlots] = {};
       for (int64_t d = p.ndim - 1, rem = begin; d >= 0; --d) {
         idx[d] = rem % p.sizes[d];
@@ -98,19 +93,18 @@ Capability capability() {
 }
 
 void set_capability(Capability c) {
-  TORCH_CHECK(c <= detect_capability(), "sgg: this processor does not support the requested SIMD level");
+  SGG_CHECK(c <= detect_capability(), "sgg: this processor does not support the requested SIMD level");
   g_capability.store(static_cast<int>(c), std::memory_order_relaxed);
 }
 
-void guided_step_cpu(const at::Tensor& out, const std::optional<at::Tensor>& x, const at::Tensor& cond,
-                     const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
-                     const at::Tensor& weights, const std::optional<at::Tensor>& step) {
-  TORCH_CHECK(cond.device().is_cpu(), "sgg: the cpu kernel needs CPU tensors, got cond on ", cond.device());
+void guided_step_cpu(const Tensor& out, const OptTensor& x, const Tensor& cond, const OptTensor& uncond,
+                     const OptTensor& weak, const Tensor& weights, const OptTensor& step) {
+  SGG_CHECK(cond.is_cpu(), "sgg: the cpu kernel needs CPU tensors, got cond on ", device_of(cond));
   with_params(out, x, cond, uncond, weak, weights, step, [&](const GuidanceParams& p) {
     if (p.batch * p.per_sample == 0) return;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cond.scalar_type(), "sgg_guided_step_cpu", [&] {
-      if (p.dense) run_dense<scalar_t>(p);
-      else dispatch_presence<Strided<scalar_t>::template Pass>(p);
+    dispatch_float(cond.scalar_type(), "guided_step", [&]<typename T>() {
+      if (p.dense) run_dense<T>(p);
+      else dispatch_presence<Strided<T>::template Pass>(p);
     });
   });
 }

@@ -3,7 +3,7 @@
 // order, then the scalar tail); backward is elementwise, with the same rule in the vector body and
 // the tail, so it is bit-identical to a scalar loop.
 #pragma once
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 
@@ -16,7 +16,7 @@ inline namespace CPU_CAPABILITY {
 // Runs body(sample, chunk, begin, end) over every chunk, in parallel.
 template <typename Body>
 void for_each_w2s_chunk(const W2SParams& p, const Body& body) {
-  at::parallel_for(0, p.batch * p.chunks, kW2SChunksPerTask, [&](int64_t first, int64_t last) {
+  torch::stable::parallel_for(0, p.batch * p.chunks, kW2SChunksPerTask, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       const int64_t sample = c / p.chunks, offset = (c % p.chunks) * kW2SChunk;
       body(sample, c, sample * p.n + offset, sample * p.n + std::min(p.n, offset + kW2SChunk));

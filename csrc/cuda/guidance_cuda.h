@@ -1,16 +1,17 @@
-// The CUDA launcher's declaration, visible to the host-compiled bindings (no CUDA headers here).
+// The CUDA launcher, torch-free: the host-compiled kernels (cuda_ops.cpp) turn tensors into
+// GuidanceParams and call it; nvcc compiles it with no torch header.
 #pragma once
-#include <ATen/ATen.h>
-
-#include <optional>
+#include "../guidance_params.h"
 
 namespace sgg::cuda {
 
-// out = step[0] * x + step[1] * guide(cond, uncond, weak, weights), or guide(...) when step is absent,
-// on the current CUDA stream. out may alias x (in place). Inputs must already be validated by
-// csrc/checks.h; no call allocates or synchronises, so it can be captured in a CUDA graph.
-void guided_step_cuda(const at::Tensor& out, const std::optional<at::Tensor>& x, const at::Tensor& cond,
-                      const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& weak,
-                      const at::Tensor& weights, const std::optional<at::Tensor>& step);
+enum class Dtype : int { kFloat, kDouble, kHalf, kBFloat16 };
+
+// Launches the guidance pass for p (any size, an empty one launches nothing) on `stream` of `device`,
+// with no allocation or synchronisation, so it can be captured in a CUDA graph. Returns the launch's
+// cudaError_t (0 on success).
+int launch_guidance(const GuidanceParams& p, Dtype dtype, int device, void* stream);
+
+const char* error_string(int error);
 
 }  // namespace sgg::cuda

@@ -93,9 +93,11 @@ __device__ __forceinline__ void guide_element(const GuidanceParams& p, const int
       k.a, k.b));
 }
 
-// Dense, sample-major operands whose addresses agree modulo 16 bytes (checked by the host launcher).
+// Dense, sample-major operands. kAligned: their addresses agree modulo 16 bytes (checked by the host
+// launcher), so each sample's body runs 16-byte vectors; otherwise (e.g. chunk(2) halves of an odd
+// size next to an aligned x) every element is a scalar, still coalesced and with no index division.
 // blockIdx.y walks samples, so the coefficients are loaded once per sample and thread.
-template <typename T, bool kU, bool kW, bool kS>
+template <typename T, bool kAligned, bool kU, bool kW, bool kS>
 __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const GuidanceParams p) {
   using S = Storage<T>;
   using acc_t = typename S::acc_t;
@@ -110,7 +112,7 @@ __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const Guidance
     const auto address = reinterpret_cast<uintptr_t>(static_cast<T*>(p.data[kOut]) + base);
     const int64_t misaligned = int64_t(address % kVectorBytes) / int64_t(sizeof(T));
     const int64_t to_boundary = misaligned == 0 ? 0 : V::kSize - misaligned;
-    const int64_t head = to_boundary < p.per_sample ? to_boundary : p.per_sample;
+    const int64_t head = kAligned && to_boundary < p.per_sample ? to_boundary : p.per_sample;
     const int64_t vectors = (p.per_sample - head) / V::kSize;
     const int64_t tail = head + vectors * V::kSize;
     for (int64_t i = thread; i < head + (p.per_sample - tail); i += threads) {
@@ -169,16 +171,17 @@ __global__ void __launch_bounds__(kThreads) strided_guidance_kernel(const Guidan
 // Enough resident blocks to fill every SM (2048 threads per SM on sm_80..sm_90); loops cover the rest.
 inline int64_t max_blocks(const Launch& l) { return int64_t(l.sm_count) * (2048 / kThreads); }
 
-template <typename T>
+template <typename T, bool kAligned>
 struct DensePass {
   template <bool kU, bool kW, bool kS>
   struct Pass {
     static void run(const GuidanceParams& p, const Launch& l) {
       const int64_t samples = std::min<int64_t>(p.batch, 65535);  // gridDim.y limit
-      const int64_t per_block = int64_t(kThreads) * kUnroll * Vector<T>::kSize;
+      const int64_t per_block = int64_t(kThreads) * (kAligned ? kUnroll * Vector<T>::kSize : 1);
       const int64_t wanted = (p.per_sample + per_block - 1) / per_block;
       const int64_t blocks = std::max<int64_t>(1, std::min(wanted, max_blocks(l) / samples));
-      dense_guidance_kernel<T, kU, kW, kS><<<dim3(unsigned(blocks), unsigned(samples)), kThreads, 0, l.stream>>>(p);
+      dense_guidance_kernel<T, kAligned, kU, kW, kS>
+          <<<dim3(unsigned(blocks), unsigned(samples)), kThreads, 0, l.stream>>>(p);
     }
   };
 };
@@ -206,14 +209,8 @@ inline bool same_alignment(const GuidanceParams& p) {
 // Launches the pass for params p (numel > 0) on l.stream: no allocation, no synchronisation.
 template <typename T>
 void launch_guidance(const GuidanceParams& p, const Launch& l) {
-  if (p.dense && same_alignment(p)) return dispatch_presence<DensePass<T>::template Pass>(p, l);
-  if (p.dense) {  // dense but mutually misaligned operands: one flat dim for the strided kernel
-    GuidanceParams flat = p;
-    flat.ndim = 1;
-    flat.sizes[0] = p.batch * p.per_sample;
-    for (int s = 0; s < kNumSlots; ++s) flat.strides[s][0] = p.data[s] ? 1 : 0;
-    return dispatch_presence<StridedPass<T>::template Pass>(flat, l);
-  }
+  if (p.dense && same_alignment(p)) return dispatch_presence<DensePass<T, true>::template Pass>(p, l);
+  if (p.dense) return dispatch_presence<DensePass<T, false>::template Pass>(p, l);
   dispatch_presence<StridedPass<T>::template Pass>(p, l);
 }
 
