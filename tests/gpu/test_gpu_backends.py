@@ -194,3 +194,18 @@ def test_64_bit_indexing(backend):
     out = torch.ops.sgg.guide(cond, uncond, None, weights)
     for part in (slice(0, 4096), slice(2**31 - 5, 2**31 + 5), slice(numel - 4096, numel)):
         assert_matches_reference(out[:, part], None, cond[:, part], uncond[:, part], None, weights, None)
+
+
+def test_tensors_on_a_device_other_than_the_current_one(backend):
+    """Issue 26 item 1: each backend runs on the operands' device and its stream, not the current one
+    (Triton launches on the current device; the CUDA kernels set a guard before handing it the call)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    x, c, u, w, weights, step = (to_cuda(t, "cuda:1") for t in operands((3, 4, 33, 17), torch.float32))
+    want = sgg_kernels.guided_step_reference(x, c, u, w, weights, step)
+    with torch.cuda.device(0):
+        got = torch.ops.sgg.guided_step(x, c, u, w, weights, step)
+        loss = torch.ops.sgg.w2s_loss(x, c, u, w, torch.tensor([0.5, 1.0, 0.5], device="cuda:1"))
+    torch.cuda.synchronize(1)
+    assert got.device == loss.device == torch.device("cuda:1")
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
