@@ -11,11 +11,13 @@ import math
 import pytest
 import torch
 
+from helpers import magnitude, make
 from sit_transcription import score_from_velocity, sit_euler_maruyama
 from sgg_kernels import GuidanceSchedule
 from sgg_kernels.batching import GuidanceEngine, Request
+from sgg_kernels.reference import guided_step_reference, per_sample
 from sgg_kernels.schedule import Segment
-from sgg_kernels.sampler import sample, timestep_grid
+from sgg_kernels.sampler import _noisy_step_, sample, timestep_grid
 from sgg_kernels.sde import drift_coefficients, step_coefficients
 
 CLASSES, DIM, BATCH, SEED = 3, 6, 4, 5
@@ -149,14 +151,15 @@ def test_each_noisy_step_draws_once_from_the_generator_in_step_order():
 @pytest.mark.parametrize("path", ["linear", "cosine"])
 def test_float32_sampling_uses_each_draw_at_its_step(path):
     """In float32 the draws are float32 (x's dtype); fed to the transcription in the same order, they give
-    its result to float32 accuracy: x itself is now rounded to float32 at each step as well."""
+    its result to float32 accuracy: twice the float64 bound, since x itself is now rounded to float32 at
+    each step as well as the coefficients."""
     latents = torch.randn(BATCH, DIM, generator=torch.Generator().manual_seed(1))
     replay = torch.Generator().manual_seed(SEED)
     draws = iter([torch.randn(BATCH, DIM, generator=replay).double() for _ in range(24)])
     expected = official(25, CFG, path, latents.double(), randn_like=lambda x: next(draws))
     out = ours(25, SCHEDULES["cfg"][1], path, noise=latents)
     assert out.x.dtype == torch.float32 and next(draws, None) is None
-    torch.testing.assert_close(out.x.double(), expected, rtol=0, atol=4 * tolerance(25, expected))
+    torch.testing.assert_close(out.x.double(), expected, rtol=0, atol=2 * tolerance(25, expected))
 
 
 def test_without_a_generator_the_global_stream_is_used_as_sit_uses_it():
@@ -220,3 +223,28 @@ def test_the_batch_engine_refuses_the_sde_solver_by_name():
     with pytest.raises(ValueError, match=r"request 'sde': solver='euler_maruyama' is not run by the batch engine"):
         engine.submit(Request(LABELS, GuidanceSchedule(), shape=(BATCH, DIM), solver="euler_maruyama", name="sde"))
     assert engine.idle and engine.steps == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("coefs", ["shared", "per_sample"])
+def test_noisy_step_is_the_affine_update_the_fused_operand_will_compute(dtype, coefs):
+    """x <- s0 x + s1 guide + s2 noise with step (s0, s1, s2) of shape [3] or [B, 3], within a few roundings
+    in the accumulation dtype plus two to x's dtype (the guided step, then the noise), on the magnitudes."""
+    g = torch.Generator().manual_seed(0)
+    x, cond, uncond, weak, noise = (make((5, 3, 4), dtype, gen=g) for _ in range(5))
+    weights = torch.rand(5, 2, generator=g)
+    step3 = torch.randn((5, 3) if coefs == "per_sample" else (3,), generator=g)
+    plain = x.clone()
+    torch.ops.sgg.guided_step_(plain, cond, uncond, weak, weights, step3[..., :2].contiguous())
+    without = x.clone()
+    _noisy_step_(without, cond, uncond, weak, weights, step3, None)
+    assert torch.equal(without, plain)  # no noise: exactly the op's guided step
+    x_next = x.clone()
+    _noisy_step_(x_next, cond, uncond, weak, weights, step3, noise)
+    f64 = torch.float64
+    added = per_sample(step3, 2, 3, f64) * noise.double()
+    exact = guided_step_reference(x, cond, uncond, weak, weights, step3[..., :2]) + added
+    size = magnitude(x, cond, uncond, weak, weights, step3[..., :2]) + added.abs()
+    acc_eps = torch.finfo(f64 if dtype == f64 else torch.float32).eps
+    bound = (8 * acc_eps + 2 * torch.finfo(dtype).eps) * size + torch.finfo(dtype).tiny
+    assert x_next.dtype == dtype and bool(((x_next.double() - exact).abs() <= bound).all())
