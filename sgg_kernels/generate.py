@@ -6,10 +6,11 @@
 Sample i's noise and label come from its own seed (``torch.Generator().manual_seed(seed)``: the label
 first, then the noise), as in EDM2's generate_images.py, not from a per-rank stream as in SiT's
 sample_ddp.py. With ``--solver euler_maruyama`` the same generator, on the CPU, goes on to draw the
-sample's step noise, one ``torch.randn(shape)`` per noisy step in step order (moved to the device). The seeds are cut into batches of --batch-size in the order given, and batch k goes to
-group k mod (number of groups), so a batch holds the same seeds for any world size: the output is
-bitwise the same for 1, 2 or 3 ranks, and across batch sizes where the model's per-sample output
-does not depend on the batch (docs/distributed.md says when that holds).
+sample's step noise, one ``torch.randn(shape)`` per noisy step in step order (moved to the device).
+The seeds are cut into batches of --batch-size in the order given, and batch k goes to group k mod
+(number of groups), so a batch holds the same seeds for any world size: the output is bitwise the
+same for 1, 2 or 3 ranks, and across batch sizes where the model's per-sample output does not depend
+on the batch (docs/distributed.md says when that holds).
 
 Each group writes its finished batches to OUT/parts/ atomically (a temporary file, then a rename).
 Rerunning the same command after a crash skips the seeds already written; the last step merges every

@@ -2,8 +2,9 @@
 
 `timestep_grid` and `check_grid` make and check the grid (float64, t = 1 noise down to t = 0 data);
 `GuidanceTables` holds one schedule's per-step weights, Euler coefficients (and, for the SDE sampler,
-its step coefficients) and evaluation plan, built once on the sampling device. The single-request sampler, the branch-parallel evaluator and the
-mixed-request batch engine all read these, so they agree on every value bit for bit.
+its step coefficients) and evaluation plan, built once on the sampling device. The single-request
+sampler, the branch-parallel evaluator and the mixed-request batch engine all read these, so they
+agree on every value bit for bit.
 """
 from __future__ import annotations
 

@@ -75,7 +75,8 @@ def tolerance(num_steps, x):
 
 def test_sit_grid_is_the_official_grid_value_for_value():
     for n in (1, 2, 25, 250):
-        official_grid = torch.cat([torch.linspace(1.0, 0.04, n, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+        official_grid = torch.cat([torch.linspace(1.0, 0.04, n, dtype=torch.float64),
+                                   torch.tensor([0.0], dtype=torch.float64)])
         assert torch.equal(timestep_grid(n, "sit_sde"), official_grid)
 
 
