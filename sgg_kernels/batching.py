@@ -26,8 +26,11 @@ from tqdm.auto import tqdm
 from .batch_planner import RequestPosition, StepPlan, apply_update, plan_step
 from .batch_rows import bucket_key, concat_rows, take_rows
 from .evaluators import Model, check_prediction
-from .sampler import SampleOutput, prepare
+from .sampler import SOLVERS, SampleOutput, prepare
 from .schedule import GuidanceSchedule
+
+# Euler-Maruyama is sample()'s alone: its per-request step noise is not batched here (yet).
+ENGINE_SOLVERS = ("euler", "heun")
 
 
 @dataclass
@@ -107,6 +110,9 @@ class GuidanceEngine:
             raise TypeError(f"submit takes a Request, got {type(request).__name__}")
         name = repr(request.name) if request.name is not None else f"#{self._submitted}"
         try:
+            if request.solver in SOLVERS and request.solver not in ENGINE_SOLVERS:
+                raise ValueError(f"solver={request.solver!r} is not run by the batch engine, which runs "
+                                 f"{ENGINE_SOLVERS}; sample() runs it")
             x, tables = prepare(request.cond, request.schedule, noise=request.noise, shape=request.shape,
                                 generator=request.generator, null_cond=request.null_cond,
                                 weak_model=self.weak_model, timesteps=request.timesteps,

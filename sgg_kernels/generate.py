@@ -5,10 +5,12 @@
 
 Sample i's noise and label come from its own seed (``torch.Generator().manual_seed(seed)``: the label
 first, then the noise), as in EDM2's generate_images.py, not from a per-rank stream as in SiT's
-sample_ddp.py. The seeds are cut into batches of --batch-size in the order given, and batch k goes to
-group k mod (number of groups), so a batch holds the same seeds for any world size: the output is
-bitwise the same for 1, 2 or 3 ranks, and across batch sizes where the model's per-sample output
-does not depend on the batch (docs/distributed.md says when that holds).
+sample_ddp.py. With ``--solver euler_maruyama`` the same generator, on the CPU, goes on to draw the
+sample's step noise, one ``torch.randn(shape)`` per noisy step in step order (moved to the device).
+The seeds are cut into batches of --batch-size in the order given, and batch k goes to group k mod
+(number of groups), so a batch holds the same seeds for any world size: the output is bitwise the
+same for 1, 2 or 3 ranks, and across batch sizes where the model's per-sample output does not depend
+on the batch (docs/distributed.md says when that holds).
 
 Each group writes its finished batches to OUT/parts/ atomically (a temporary file, then a rename).
 Rerunning the same command after a crash skips the seeds already written; the last step merges every
@@ -44,7 +46,7 @@ from tqdm.auto import tqdm
 
 from .distributed import BranchGroup
 from .generate_folder import atomic_savez, has_parts, merge, seeds_done, set_aside_unreadable_parts
-from .sampler import GRIDS, SOLVERS, sample, timestep_grid
+from .sampler import GRIDS, PATHS, SOLVERS, sample, timestep_grid
 from .schedule import GuidanceSchedule
 
 SCHEDULES = {"none": 0, "cfg": 1, "ag": 1, "interval": 3, "sgg": 3}  # form -> number of numbers it takes
@@ -190,14 +192,16 @@ def load_source(spec: str, num_classes: Optional[int], shape: Optional[tuple[int
     return Source(model, weak, int(num_classes), tuple(shape))
 
 
-def seed_inputs(seeds: list[int], source: Source) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each seed's label and noise from its own generator: independent of the batch and the rank."""
-    labels, noise = [], []
+def seed_inputs(seeds: list[int], source: Source) -> tuple[torch.Tensor, torch.Tensor, list[torch.Generator]]:
+    """Each seed's label and noise from its own generator, which is returned to draw the seed's step
+    noise next: all of it independent of the batch and the rank."""
+    labels, noise, generators = [], [], []
     for seed in seeds:
         g = torch.Generator().manual_seed(seed)
         labels.append(torch.randint(0, source.num_classes, (1,), generator=g))
         noise.append(torch.randn(source.shape, generator=g))
-    return torch.stack(noise), torch.cat(labels)
+        generators.append(g)
+    return torch.stack(noise), torch.cat(labels), generators
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "sgg:S,W,TAU (default sgg:3,2,0.5)")
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--solver", choices=SOLVERS, default="euler")
+    p.add_argument("--path", choices=PATHS, help="the model's interpolant, for --solver euler_maruyama "
+                   "(default linear; the ODE solvers do not use it)")
     p.add_argument("--grid", choices=GRIDS, default="uniform")
     p.add_argument("--shift", type=float, default=3.0, help="the sd3 grid's shift")
     p.add_argument("--classes", type=int, help="labels are drawn in [0, CLASSES) (default: the model's)")
@@ -240,6 +246,9 @@ def check_args(p: argparse.ArgumentParser, args, world: int) -> tuple[list[int],
         value = getattr(args, option)
         if value is not None and not value > 0:
             p.error(f"--{option.replace('_', '-')} must be positive, got {value}")
+    if args.path is not None and args.solver != "euler_maruyama":
+        p.error(f"--path {args.path}: only --solver euler_maruyama uses the interpolant (the ODE solvers "
+                "integrate the velocity, whatever the path)")
     if world % args.branch_parallel:
         p.error(f"--branch-parallel {args.branch_parallel}: a world of {world} ranks does not divide into groups "
                 f"of {args.branch_parallel}")
@@ -283,8 +292,11 @@ def trial_call(source: Source, schedule: GuidanceSchedule, args) -> None:
 
 def settings(args, source: Source) -> dict:
     """What decides the samples, stored in OUT/config.json: a rerun must match it."""
-    return {"model": args.model, "schedule": args.schedule, "steps": args.steps, "solver": args.solver,
-            "grid": args.grid, "shift": args.shift, "classes": source.num_classes, "shape": list(source.shape)}
+    config = {"model": args.model, "schedule": args.schedule, "steps": args.steps, "solver": args.solver,
+              "grid": args.grid, "shift": args.shift, "classes": source.num_classes, "shape": list(source.shape)}
+    if args.solver == "euler_maruyama":  # only here, so that the folders of ODE runs keep their config
+        config["path"] = args.path or "linear"
+    return config
 
 
 def main(argv: Optional[list[str]] = None) -> Path:
@@ -344,11 +356,11 @@ def _generate(args, seeds, schedule, source, config, device, world, rank) -> Pat
     mine = [b for b in mine if b]
     bar = tqdm(total=sum(map(len, mine)), disable=rank != 0, unit="sample", desc="generate (rank 0's share)")
     for todo in mine:
-        noise, labels = seed_inputs(todo, source)
-        out = sample(source.model, labels.to(device), schedule, noise=noise.to(device),
+        noise, labels, generators = seed_inputs(todo, source)
+        out = sample(source.model, labels.to(device), schedule, noise=noise.to(device), generator=generators,
                      null_cond=source.null_labels(len(todo)).to(device), weak_model=source.weak,
                      num_steps=args.steps, grid=args.grid, shift=args.shift, solver=args.solver,
-                     batch_cond_uncond=False, branch_group=branch_group)
+                     path=args.path or "linear", batch_cond_uncond=False, branch_group=branch_group)
         if rank % bp == 0:  # one writer per group
             atomic_savez(parts / f"seeds-{todo[0]:09d}-{todo[-1]:09d}.npz", samples=out.x.cpu().numpy(),
                          labels=labels.numpy(), seeds=np.array(todo, dtype=np.int64))

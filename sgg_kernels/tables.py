@@ -1,24 +1,28 @@
 """Noise-level grids and a schedule laid on a grid: the tables every sampler in the package steps with.
 
 `timestep_grid` and `check_grid` make and check the grid (float64, t = 1 noise down to t = 0 data);
-`GuidanceTables` holds one schedule's per-step weights, Euler coefficients and evaluation plan, built
-once on the sampling device. The single-request sampler, the branch-parallel evaluator and the
-mixed-request batch engine all read these, so they agree on every value bit for bit.
+`GuidanceTables` holds one schedule's per-step weights, Euler coefficients (and, for the SDE sampler,
+its step coefficients) and evaluation plan, built once on the sampling device. The single-request
+sampler, the branch-parallel evaluator and the mixed-request batch engine all read these, so they
+agree on every value bit for bit.
 """
 from __future__ import annotations
 
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .schedule import EvaluationPlan, GuidanceSchedule
+from .sde import step_coefficients
 
-GRIDS = ("uniform", "sd3")
+GRIDS = ("uniform", "sd3", "sit_sde")
+# SiT's Euler-Maruyama grid stops its noisy steps here, then takes one noise-free step to t = 0.
+SIT_SDE_LAST_T = 0.04
 
 
 def _check_sd3_shift(shift, sigmas: np.ndarray) -> None:
@@ -33,12 +37,16 @@ def timestep_grid(num_steps: int, kind: str = "uniform", shift: float = 3.0) -> 
     """float64 [num_steps + 1] noise levels from 1 (noise) down to 0.
 
     'uniform' spaces them evenly; 'sd3' gives diffusers' FlowMatchEulerDiscreteScheduler(shift=shift)
-    sigmas value for value (float32 values, as the scheduler stores them, widened to float64).
+    sigmas value for value (float32 values, as the scheduler stores them, widened to float64);
+    'sit_sde' is SiT's Euler-Maruyama grid, linspace(1, 0.04, num_steps) then 0, value for value.
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     if kind == "uniform":
         return torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
+    if kind == "sit_sde":
+        return torch.cat([torch.linspace(1.0, SIT_SDE_LAST_T, num_steps, dtype=torch.float64),
+                          torch.zeros(1, dtype=torch.float64)])
     if kind != "sd3":
         raise ValueError(f"grid kind must be one of {GRIDS}, got {kind!r}")
     if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not (math.isfinite(shift) and shift > 0):
@@ -74,7 +82,9 @@ class GuidanceTables:
 
     `weights` [N, 2] (lam_cdg, lam_cag), `euler` [N, 2] = (1, t_next - t) and `heun_half` [N, 2] =
     (1, (t_next - t) / 2) are float32 on the sampling device, as is `t` [N + 1] (the grid the models
-    see); `grid` stays float64 on the host so a loop can branch on it without a sync.
+    see); `grid` stays float64 on the host so a loop can branch on it without a sync. `sde` [N, 3]
+    (float32, on the device) holds the Euler-Maruyama step (s0, s1, s2) of `sgg_kernels.sde` for the
+    interpolant `path` given to `build`, and is None without one.
     """
 
     grid: Tensor
@@ -83,9 +93,11 @@ class GuidanceTables:
     heun_half: Tensor
     t: Tensor
     plan: EvaluationPlan
+    sde: Optional[Tensor] = None
 
     @classmethod
-    def build(cls, schedule: GuidanceSchedule, grid: Tensor, device: torch.device) -> "GuidanceTables":
+    def build(cls, schedule: GuidanceSchedule, grid: Tensor, device: torch.device,
+              path: Optional[str] = None) -> "GuidanceTables":
         grid = check_grid(grid)
         try:
             weights, plan = schedule.weights(grid[:-1]), schedule.plan(grid[:-1])
@@ -94,15 +106,17 @@ class GuidanceTables:
                              f"(t from {grid[0].item():.4g} to {grid[-1].item():.4g}): {e}") from e
         euler = torch.stack([torch.ones_like(grid[:-1]), grid[1:] - grid[:-1]], dim=1).to(device, torch.float32)
         heun_half = euler * torch.tensor([1.0, 0.5], device=device)
-        return cls(grid, weights.to(device), euler, heun_half, grid.to(device, torch.float32), plan)
+        sde = None if path is None else step_coefficients(grid, path).to(device, torch.float32)
+        return cls(grid, weights.to(device), euler, heun_half, grid.to(device, torch.float32), plan, sde)
 
     @property
     def num_steps(self) -> int:
         return self.grid.numel() - 1
 
     def is_euler_step(self, i: int, solver: str) -> bool:
-        """Heun takes an Euler step into t = 0, as EDM does: many velocity models are undefined there."""
-        return solver == "euler" or self.grid[i + 1].item() == 0
+        """Whether step i evaluates once: every step but Heun's, and Heun takes an Euler step into t = 0,
+        as EDM does (many velocity models are undefined there)."""
+        return solver != "heun" or self.grid[i + 1].item() == 0
 
     def evaluations_per_sample(self, solver: str) -> int:
         """What sampling one sample with `solver` evaluates: each step's passes, twice on a Heun step."""

@@ -145,6 +145,32 @@ def test_branch_parallel_pair_gives_the_single_process_samples(models):
     assert_same(one, np.load(models / "pair" / "samples.npz"))
 
 
+def sde_argv(out, batch, seeds="0-12", path="cosine", solver="euler_maruyama"):
+    return ["--model", "gen_models:elementwise", "--solver", solver, "--grid", "sit_sde", "--seeds", seeds,
+            *(["--path", path] if path else []), "--batch-size", str(batch), "--out", str(out), *COMMON]
+
+
+def test_sde_samples_do_not_depend_on_the_batch_or_a_resume(models, capsys):
+    """Each seed's step noise comes from its own generator: batches of 5, of 1, and a folder finished
+    by a second run (after seeds 0-5 alone, in batches of 2) give the same bits."""
+    five = run_in_process(sde_argv(models / "five", 5))
+    assert_same(five, run_in_process(sde_argv(models / "single", 1)))
+    run_in_process(sde_argv(models / "resumed", 2, seeds="0-5"))
+    assert_same(five, run_in_process(sde_argv(models / "resumed", 4)))
+    ode = run_in_process(sde_argv(models / "ode", 5, path=None, solver="euler"))
+    assert np.abs(five["arr_0"] - ode["arr_0"]).max() > 0.1  # the step noise is there
+    with pytest.raises(SystemExit):
+        main(sde_argv(models / "five", 5, path="linear"))
+    assert "path: 'cosine' there, 'linear' now" in capsys.readouterr().err
+
+
+@pytest.mark.multiprocess
+def test_sde_samples_on_two_ranks_are_the_single_rank_samples(models):
+    one = run_in_process(sde_argv(models / "one", 3))
+    finish(launch(sde_argv(models / "two", 3), 2, models))
+    assert_same(one, np.load(models / "two" / "samples.npz"))
+
+
 @pytest.mark.multiprocess
 def test_run_killed_midway_resumes_to_the_uninterrupted_result(models):
     out = models / "killed"
@@ -188,6 +214,7 @@ def test_malformed_or_empty_seed_range_is_refused_before_writing(tmp_path, capsy
     (["--steps", "0"], "--steps must be positive"),
     (["--model", "gen_models:elementwise_alone"], "uses a weak model but --model gen_models:elementwise_alone gives none"),
     (["--model", "gen_models:elementwise", "--schedule", "ag:2", "--classes", "0"], "--classes must be at least 1"),
+    (["--path", "cosine"], "--path cosine: only --solver euler_maruyama uses the interpolant"),
 ])
 def test_bad_options_are_refused_before_any_process_group_or_file(models, monkeypatch, capsys, argv, message):
     monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc-per-node 3 sets it
