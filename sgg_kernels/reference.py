@@ -37,8 +37,10 @@ def guided_step_reference(
     weights: Tensor,
     step: Optional[Tensor],
     dtype: torch.dtype = torch.float64,
+    noise: Optional[Tensor] = None,
 ) -> Tensor:
-    """`x_next` (or `guide` when `step` is None), computed and returned in `dtype`."""
+    """`x_next` (or `guide` when `step` is None), computed and returned in `dtype`. With `noise` (a
+    stochastic step), step has a third column: x_next = step[0] * x + step[1] * guide + step[2] * noise."""
     c = cond.to(dtype)
     g = c
     if uncond is not None:
@@ -47,7 +49,8 @@ def guided_step_reference(
         g = g + per_sample(weights, 1, c.dim(), dtype) * (c - weak.to(dtype))
     if step is None:
         return g
-    return per_sample(step, 0, c.dim(), dtype) * x.to(dtype) + per_sample(step, 1, c.dim(), dtype) * g
+    out = per_sample(step, 0, c.dim(), dtype) * x.to(dtype) + per_sample(step, 1, c.dim(), dtype) * g
+    return out if noise is None else out + per_sample(step, 2, c.dim(), dtype) * noise.to(dtype)
 
 
 def guide_reference(cond: Tensor, uncond: Optional[Tensor], weak: Optional[Tensor], weights: Tensor,
@@ -56,9 +59,9 @@ def guide_reference(cond: Tensor, uncond: Optional[Tensor], weak: Optional[Tenso
 
 
 def launch_torch(out: Tensor, x: Optional[Tensor], cond: Tensor, uncond: Optional[Tensor],
-                 weak: Optional[Tensor], weights: Tensor, step: Optional[Tensor]) -> None:
+                 weak: Optional[Tensor], weights: Tensor, step: Optional[Tensor], noise: Optional[Tensor] = None) -> None:
     """The `torch` backend, with the launchers' signature: writes the result into `out` (which may be `x`)."""
-    out.copy_(guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype)))
+    out.copy_(guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype), noise))
 
 
 # ---- training-time W2S objective (sgg.w2s_loss) ----
