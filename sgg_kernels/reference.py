@@ -4,7 +4,7 @@ In float64 it is the test oracle and the benchmarks' correctness check; in the i
 dtype (float32, or float64 for float64 inputs) it is the pure-PyTorch backend and the CPU fallback.
 
     guide  = cond + w[..., 0] * (cond - uncond) + w[..., 1] * (cond - weak)
-    x_next = step[..., 0] * x + step[..., 1] * guide
+    x_next = step[..., 0] * x + step[..., 1] * guide (+ step[..., 2] * noise, for a stochastic step)
 """
 from __future__ import annotations
 
