@@ -62,10 +62,10 @@ def capture(monkeypatch, module, names, launch, compile_it=True) -> list:
     return compiled
 
 
-def compile_ptx(monkeypatch, out, x, cond, uncond, weak, weights, step) -> str:
+def compile_ptx(monkeypatch, out, x, cond, uncond, weak, weights, step, noise=None) -> str:
     """PTX of the kernel that launch_triton would launch for these tensors (they may live on the CPU)."""
     compiled = capture(monkeypatch, tk, ["_guided_step_kernel"],
-                       lambda: tk.launch_triton(out, x, cond, uncond, weak, weights, step))
+                       lambda: tk.launch_triton(out, x, cond, uncond, weak, weights, step, noise))
     assert len(compiled) == 1
     return compiled[0][1].asm["ptx"]
 
@@ -95,18 +95,23 @@ def wide_accesses(ptx: str, dtype) -> tuple:
 
 # Per thread, each operand of a full block is _BYTES_PER_THREAD = 32 bytes: two 16-byte accesses.
 # (3, 5, 37, 41) has 7585 elements per sample and 113775 in all, neither a multiple of 16: before the
-# flat layout's unmasked full blocks its PTX had only 2-byte loads in bf16 (issue 26, item 7).
+# flat layout's unmasked full blocks its PTX had only 2-byte loads in bf16 (issue 26, item 7). The
+# stochastic step's noise is one more operand with its own vectors, its term no more fused than the rest.
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("op", ["guide", "guided_step"])
+@pytest.mark.parametrize("op", ["guide", "guided_step", "stochastic_step"])
 @pytest.mark.parametrize("shape", [(2, 16, 32, 32), (3, 5, 37, 41), (1, 4, 127, 127)], ids=str)
 @pytest.mark.parametrize("per_sample", [True, False])
 def test_dense_path_uses_16_byte_accesses(monkeypatch, dtype, op, shape, per_sample):
     x, cond, uncond, weak, weights, step = operands(shape, dtype, "contiguous", True, True, per_sample)
+    noise = None
     if op == "guide":
         x, step = None, None
-    ptx = compile_ptx(monkeypatch, torch.empty_like(cond), x, cond, uncond, weak, weights, step)
-    present = 3 if x is None else 4
+    elif op == "stochastic_step":
+        noise, step = torch.randn_like(cond), torch.rand(*step.shape[:-1], 3)
+    ptx = compile_ptx(monkeypatch, torch.empty_like(cond), x, cond, uncond, weak, weights, step, noise)
+    present = sum(t is not None for t in (x, cond, uncond, weak, noise))
     assert wide_accesses(ptx, dtype) == (2 * present, 2), global_accesses(ptx)
+    assert not re.search(r"\bfma\.", ptx), "a fused multiply-add: the CPU kernel rounds the product first"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
@@ -121,9 +126,11 @@ def test_chunk_halves_keep_vectors_for_the_aligned_operands(monkeypatch, dtype):
     assert wide_accesses(ptx, dtype) == (2 * aligned, 2), global_accesses(ptx)
 
 
-def test_strided_path_compiles(monkeypatch):
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_strided_path_compiles(monkeypatch, stochastic):
     x, cond, uncond, weak, weights, step = operands((2, 4, 6, 5), torch.float16, "slice", True, True, False)
-    ptx = compile_ptx(monkeypatch, torch.empty(x.shape, dtype=x.dtype), x, cond, uncond, weak, weights, step)
+    noise, step = (torch.randn_like(x), torch.rand(3)) if stochastic else (None, step)
+    ptx = compile_ptx(monkeypatch, torch.empty(x.shape, dtype=x.dtype), x, cond, uncond, weak, weights, step, noise)
     assert global_accesses(ptx)[("st", "b16")] >= 1
 
 
