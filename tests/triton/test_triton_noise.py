@@ -7,9 +7,8 @@ Without noise, test_triton_interpreter.py's tests hold the kernel to its previou
 import pytest
 import torch
 
-from helpers import DTYPES, LAYOUTS, magnitude, make
+from helpers import DTYPES, LAYOUTS, assert_matches_reference, make
 from sgg_kernels import backends
-from sgg_kernels.reference import guided_step_reference, per_sample
 from sgg_kernels.triton_kernels import launch_triton
 from test_ops import PRESENCE, operands
 
@@ -22,20 +21,6 @@ def noisy_operands(shape, dtype, layout, has_u, has_w, per_sample_coefs, noise_l
     return x, c, u, w, weights, step, make(shape, dtype, noise_layout or layout, g)
 
 
-def assert_matches_noisy_reference(out, x, cond, uncond, weak, weights, step, noise, ulps=1.0):
-    """helpers.assert_matches_reference's bound with the noise term: a few roundings in the accumulation
-    dtype on the magnitudes involved (|s2 * noise| added), plus `ulps` roundings to out's dtype."""
-    exact = guided_step_reference(x, cond, uncond, weak, weights, step, noise=noise)
-    size = magnitude(x, cond, uncond, weak, weights, step[..., :2]) + \
-        per_sample(step.abs(), 2, cond.dim(), torch.float64) * noise.double().abs()
-    acc_eps = torch.finfo(torch.float64 if out.dtype == torch.float64 else torch.float32).eps
-    bound = 8 * acc_eps * size + ulps * torch.finfo(out.dtype).eps * exact.abs() + torch.finfo(out.dtype).tiny
-    err = (out.double() - exact).abs()
-    assert out.shape == exact.shape and out.dtype == cond.dtype
-    worst = (err - bound).max().item() if err.numel() else 0.0
-    assert bool((err <= bound).all()), f"max error {err.max().item():.3g} exceeds bound by {worst:.3g}"
-
-
 def check_noisy_step(x, c, u, w, weights, step, noise):
     """Out of place, then in place (out is x): the reference's result, the CPU kernel's bits, and the
     inputs other than x untouched."""
@@ -43,14 +28,14 @@ def check_noisy_step(x, c, u, w, weights, step, noise):
     inputs_before = [t.clone() for t in inputs]
     out = torch.empty_like(x)
     launch_triton(out, x, c, u, w, weights, step, noise)
-    assert_matches_noisy_reference(out, x, c, u, w, weights, step, noise)
+    assert_matches_reference(out, x, c, u, w, weights, step, noise=noise)
     if c.dtype != torch.bfloat16:
         cpu = torch.empty_like(x)
         backends.launcher("cpu")(cpu, x, c, u, w, weights, step, noise)
         assert torch.equal(out, cpu)
     x_before = x.clone()
     launch_triton(x, x, c, u, w, weights, step, noise)
-    assert_matches_noisy_reference(x, x_before, c, u, w, weights, step, noise)
+    assert_matches_reference(x, x_before, c, u, w, weights, step, noise=noise)
     assert torch.equal(x, out)
     assert all(torch.equal(t, before) for t, before in zip(inputs, inputs_before))
 
