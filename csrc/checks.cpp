@@ -118,16 +118,18 @@ void check_writable(const char* op, const Tensor& x, std::initializer_list<std::
 }  // namespace
 
 void check_guidance_args(const char* op, const Tensor* x, const Tensor& cond, const OptTensor& uncond,
-                         const OptTensor& weak, const Tensor& weights, const Tensor* step, bool in_place) {
+                         const OptTensor& weak, const Tensor& weights, const Tensor* step, const OptTensor& noise,
+                         bool in_place) {
   check_batched_float(op, "cond", cond);
   if (x) check_operand(op, "x", *x, cond, "cond");
   if (uncond) check_operand(op, "uncond", *uncond, cond, "cond");
   if (weak) check_operand(op, "weak", *weak, cond, "cond");
+  if (noise) check_operand(op, "noise", *noise, cond, "cond");
   check_coefficients(op, "weights", weights, cond, 2, "cond");
-  if (step) check_coefficients(op, "step", *step, cond, 2, "cond");
+  if (step) check_coefficients(op, "step", *step, cond, noise ? 3 : 2, "cond");
   if (in_place)
     check_writable(op, *x, {{"cond", &cond}, {"uncond", uncond ? &*uncond : nullptr},
-                            {"weak", weak ? &*weak : nullptr}},
+                            {"weak", weak ? &*weak : nullptr}, {"noise", noise ? &*noise : nullptr}},
                    {{"weights", &weights}, {"step", step}});
 }
 

@@ -7,9 +7,11 @@
 
 namespace sgg {
 
-// sgg.guide (x and step absent), sgg.guided_step and sgg.guided_step_ (in_place: x is written).
+// sgg.guide (x, step and noise absent), sgg.guided_step and sgg.guided_step_ (in_place: x is written);
+// with noise (a stochastic step), step has 3 columns.
 void check_guidance_args(const char* op, const Tensor* x, const Tensor& cond, const OptTensor& uncond,
-                         const OptTensor& weak, const Tensor& weights, const Tensor* step, bool in_place);
+                         const OptTensor& weak, const Tensor& weights, const Tensor* step, const OptTensor& noise,
+                         bool in_place);
 
 // sgg.w2s_loss and sgg.w2s_loss_backward (grad given).
 void check_w2s_loss_args(const char* op, const Tensor& v, const Tensor& u, const OptTensor& weak,

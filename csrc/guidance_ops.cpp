@@ -9,9 +9,9 @@ namespace {
 // sgg::_launch: one compiled backend, called directly (tests and benchmarks); no argument checks
 // beyond memory safety (params_from_tensors.h). Each device's library registers its own.
 void launch_cpu(std::string backend, Tensor out, OptTensor x, Tensor cond, OptTensor uncond, OptTensor weak,
-                Tensor weights, OptTensor step) {
+                Tensor weights, OptTensor step, OptTensor noise) {
   SGG_CHECK(backend == "cpu", "sgg._launch: backend '", backend, "' does not run CPU tensors; use cpu");
-  cpu::guided_step_cpu(out, x, cond, uncond, weak, weights, step);
+  cpu::guided_step_cpu(out, x, cond, uncond, weak, weights, step, noise);
 }
 
 }  // namespace

@@ -10,31 +10,33 @@
 
 namespace sgg {
 
-// Run(out, x, cond, uncond, weak, weights, step): out = guided_step(...), or guide(...) without x and
-// step; out may be x.
+// Run(out, x, cond, uncond, weak, weights, step, noise): out = guided_step(...), or guide(...) without
+// x and step; out may be x.
 using GuidanceRun = void (*)(const Tensor&, const OptTensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                             const Tensor&, const OptTensor&);
+                             const Tensor&, const OptTensor&, const OptTensor&);
 
 template <GuidanceRun run>
 Tensor guide_kernel(Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights) {
-  check_guidance_args("guide", nullptr, cond, uncond, weak, weights, nullptr, false);
+  check_guidance_args("guide", nullptr, cond, uncond, weak, weights, nullptr, std::nullopt, false);
   Tensor out = torch::stable::empty_like(cond);
-  run(out, std::nullopt, cond, uncond, weak, weights, std::nullopt);
+  run(out, std::nullopt, cond, uncond, weak, weights, std::nullopt, std::nullopt);
   return out;
 }
 
 template <GuidanceRun run>
-Tensor guided_step_kernel(Tensor x, Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights, Tensor step) {
-  check_guidance_args("guided_step", &x, cond, uncond, weak, weights, &step, false);
+Tensor guided_step_kernel(Tensor x, Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights, Tensor step,
+                          OptTensor noise) {
+  check_guidance_args("guided_step", &x, cond, uncond, weak, weights, &step, noise, false);
   Tensor out = torch::stable::empty_like(x);
-  run(out, x, cond, uncond, weak, weights, step);
+  run(out, x, cond, uncond, weak, weights, step, noise);
   return out;
 }
 
 template <GuidanceRun run>
-void guided_step__kernel(Tensor x, Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights, Tensor step) {
-  check_guidance_args("guided_step_", &x, cond, uncond, weak, weights, &step, true);
-  run(x, x, cond, uncond, weak, weights, step);
+void guided_step__kernel(Tensor x, Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights, Tensor step,
+                         OptTensor noise) {
+  check_guidance_args("guided_step_", &x, cond, uncond, weak, weights, &step, noise, true);
+  run(x, x, cond, uncond, weak, weights, step, noise);
 }
 
 inline OptTensor contiguous(const OptTensor& t) {

@@ -10,31 +10,35 @@ namespace sgg {
 // nullopt when the operands need more than kMaxDims strided dims (see with_params).
 inline std::optional<GuidanceParams> params_from_tensors(const Tensor& out, const OptTensor& x, const Tensor& cond,
                                                          const OptTensor& uncond, const OptTensor& weak,
-                                                         const Tensor& weights, const OptTensor& step) {
+                                                         const Tensor& weights, const OptTensor& step,
+                                                         const OptTensor& noise) {
   const Tensor* slots[kNumSlots] = {&out, x ? &*x : nullptr, &cond, uncond ? &*uncond : nullptr,
-                                    weak ? &*weak : nullptr};
+                                    weak ? &*weak : nullptr, noise ? &*noise : nullptr};
   SGG_CHECK(cond.dim() >= 1, "sgg: cond needs a batch dimension");
   const int64_t batch = cond.size(0);
   for (const Tensor* t : slots)
     SGG_CHECK(!t || (same_sizes(*t, cond) && t->scalar_type() == cond.scalar_type() && same_device(*t, cond)),
               "sgg: operands must share shape, dtype and device");
-  // A step without x would read x through a null pointer.
+  // A step without x would read x through a null pointer, noise without a step its coefficient.
   SGG_CHECK(x.has_value() == step.has_value(), "sgg: x and step are given together (guided_step) or not at all (guide)");
-  // [1, 2] or [2, 1] has 2 elements but is read with a stride of 2 per sample: only [2] and [B, 2].
-  auto check_coefs = [&](const Tensor& c) {
+  SGG_CHECK(!noise || step, "sgg: noise needs a step");
+  // [1, 2] or [2, 1] has 2 elements but is read with a stride of 2 per sample: only [n] and [B, n].
+  auto check_coefs = [&](const Tensor& c, int64_t n) {
     SGG_CHECK(c.scalar_type() == ScalarType::Float && c.is_contiguous() && same_device(c, cond) &&
-                  ((c.dim() == 1 && c.size(0) == 2) || (c.dim() == 2 && c.size(0) == batch && c.size(1) == 2)),
-              "sgg: weights and step must be contiguous float32 [2] or [B, 2] on cond's device");
+                  ((c.dim() == 1 && c.size(0) == n) || (c.dim() == 2 && c.size(0) == batch && c.size(1) == n)),
+              "sgg: weights and step must be contiguous float32 [2] or [B, 2] on cond's device (step [3] or [B, 3] "
+              "with noise)");
   };
-  check_coefs(weights);
-  if (step) check_coefs(*step);
+  check_coefs(weights, 2);
+  const int64_t step_columns = noise ? 3 : 2;
+  if (step) check_coefs(*step, step_columns);
 
   GuidanceParams p{};
   for (int s = 0; s < kNumSlots; ++s) p.data[s] = slots[s] ? slots[s]->data_ptr() : nullptr;
   p.weights = static_cast<const float*>(weights.data_ptr());
   p.weights_stride = weights.dim() == 2 ? 2 : 0;
   p.step = step ? static_cast<const float*>(step->data_ptr()) : nullptr;
-  p.step_stride = step && step->dim() == 2 ? 2 : 0;
+  p.step_stride = step && step->dim() == 2 ? step_columns : 0;
   p.batch = batch;
   p.per_sample = batch == 0 ? 0 : cond.numel() / batch;
 
@@ -71,12 +75,13 @@ inline std::optional<GuidanceParams> params_from_tensors(const Tensor& out, cons
 // 9+ dims, each operand laid out differently) run on contiguous copies, then out gets the result.
 template <typename Launch>
 void with_params(const Tensor& out, const OptTensor& x, const Tensor& cond, const OptTensor& uncond,
-                 const OptTensor& weak, const Tensor& weights, const OptTensor& step, const Launch& launch) {
-  if (auto p = params_from_tensors(out, x, cond, uncond, weak, weights, step)) return launch(*p);
+                 const OptTensor& weak, const Tensor& weights, const OptTensor& step, const OptTensor& noise,
+                 const Launch& launch) {
+  if (auto p = params_from_tensors(out, x, cond, uncond, weak, weights, step, noise)) return launch(*p);
   const auto dense = [](const OptTensor& t) { return t ? OptTensor(torch::stable::contiguous(*t)) : std::nullopt; };
   Tensor tmp = torch::stable::empty(out.sizes(), out.scalar_type(), std::nullopt, out.device());
   launch(*params_from_tensors(tmp, dense(x), torch::stable::contiguous(cond), dense(uncond), dense(weak), weights,
-                              step));
+                              step, dense(noise)));
   Tensor target = out;
   torch::stable::copy_(target, tmp);
 }

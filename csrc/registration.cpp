@@ -13,10 +13,14 @@
 STABLE_TORCH_LIBRARY(sgg, m) {
   // guide = cond + w[0] * (cond - uncond) + w[1] * (cond - weak); weights float32 [2] or [B, 2].
   m.def("guide(Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights) -> Tensor");
-  // x_next = step[0] * x + step[1] * guide(...); step float32 [2] or [B, 2].
-  m.def("guided_step(Tensor x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step) -> Tensor");
+  // x_next = step[0] * x + step[1] * guide(...); step float32 [2] or [B, 2]. With noise (a stochastic
+  // step), x_next = step[0] * x + step[1] * guide(...) + step[2] * noise; step [3] or [B, 3]. noise comes
+  // last with a default, so calls, TorchScript modules and AOTInductor packages made without it still run.
+  m.def("guided_step(Tensor x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step, "
+        "Tensor? noise=None) -> Tensor");
   // Returns nothing: torch.compile functionalizes mutating custom ops only when they return no alias.
-  m.def("guided_step_(Tensor(a!) x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step) -> ()");
+  m.def("guided_step_(Tensor(a!) x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step, "
+        "Tensor? noise=None) -> ()");
   // Per-sample training losses [B]; coefs = (lam, rho_vm, rho_mu), float32 [3] or [B, 3].
   m.def("w2s_loss(Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> Tensor");
   // grad_mid comes back with shape [0] when mid is absent: a schema cannot return an optional tensor.
@@ -26,14 +30,14 @@ STABLE_TORCH_LIBRARY(sgg, m) {
   // Internal. Direct calls of one compiled backend (no argument checks beyond memory safety), for
   // tests and benchmarks: backend is "cpu" (CPU tensors) or "cuda" (CUDA tensors).
   m.def("_launch(str backend, Tensor(a!) out, Tensor? x, Tensor cond, Tensor? uncond, Tensor? weak, "
-        "Tensor weights, Tensor? step) -> ()");
+        "Tensor weights, Tensor? step, Tensor? noise=None) -> ()");
   m.def("_w2s_loss_cpu(Tensor(a!) loss, Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> ()");
   m.def("_w2s_loss_backward_cpu(Tensor(a!) grad_v, Tensor(b!)? grad_mid, Tensor grad, Tensor v, Tensor u, "
         "Tensor? weak, Tensor? mid, Tensor coefs) -> ()");
   // Internal. The CUDA kernels hand validated calls to these when the selected GPU backend is a Python
   // one (triton or torch); `import sgg_kernels` registers their CUDA kernels.
   m.def("_python_gpu_guided_step(Tensor(a!) out, Tensor? x, Tensor cond, Tensor? uncond, Tensor? weak, "
-        "Tensor weights, Tensor? step) -> ()");
+        "Tensor weights, Tensor? step, Tensor? noise) -> ()");
   m.def("_python_gpu_w2s_loss(Tensor(a!) loss, Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> ()");
   m.def("_python_gpu_w2s_loss_backward(Tensor(a!) grad_v, Tensor(b!)? grad_mid, Tensor grad, Tensor v, Tensor u, "
         "Tensor? weak, Tensor? mid, Tensor coefs) -> ()");

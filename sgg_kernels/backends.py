@@ -77,7 +77,8 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def launcher(name: str) -> Callable:
-    """The launcher of one backend, f(out, x, cond, uncond, weak, weights, step), which writes into out.
+    """The launcher of one backend, f(out, x, cond, uncond, weak, weights, step, noise=None), which writes
+    into out.
 
     'cpu' is the compiled CPU kernel. Launchers do not validate; the ops do (csrc/checks.cpp).
     """
@@ -95,8 +96,8 @@ def launcher(name: str) -> Callable:
 
 
 # The CUDA kernels of the library hand calls to this when the selected backend is triton or torch.
-def _python_gpu_guided_step(out, x, cond, uncond, weak, weights, step) -> None:
-    launcher(get_backend())(out, x, cond, uncond, weak, weights, step)
+def _python_gpu_guided_step(out, x, cond, uncond, weak, weights, step, noise) -> None:
+    launcher(get_backend())(out, x, cond, uncond, weak, weights, step, noise)
 
 
 _lib = torch.library.Library("sgg", "IMPL")

@@ -111,16 +111,17 @@ def _writable(op: str, x: Tensor, inputs: dict, coefficients: dict) -> None:
                       f"pass a copy of {name}")
 
 
-def check_guidance_args(op, x, cond, uncond, weak, weights, step, in_place: bool) -> None:
+def check_guidance_args(op, x, cond, uncond, weak, weights, step, noise, in_place: bool) -> None:
     _batched_float(op, "cond", cond)
-    for name, t in (("x", x), ("uncond", uncond), ("weak", weak)):
+    for name, t in (("x", x), ("uncond", uncond), ("weak", weak), ("noise", noise)):
         if t is not None or (name == "x" and op != "guide"):
             _operand(op, name, t, cond, "cond")
     _coefficients(op, "weights", weights, cond, 2, "cond")
     if op != "guide":
-        _coefficients(op, "step", step, cond, 2, "cond")
+        _coefficients(op, "step", step, cond, 2 if noise is None else 3, "cond")
     if in_place:
-        _writable(op, x, {"cond": cond, "uncond": uncond, "weak": weak}, {"weights": weights, "step": step})
+        _writable(op, x, {"cond": cond, "uncond": uncond, "weak": weak, "noise": noise},
+                  {"weights": weights, "step": step})
 
 
 def check_w2s_loss_args(op, v, u, weak, mid, coefs, grad=None) -> None:
@@ -144,19 +145,19 @@ def _accumulation(v: Tensor) -> torch.dtype:
 
 @torch.library.register_fake("sgg::guide")
 def _guide_fake(cond, uncond, weak, weights):
-    check_guidance_args("guide", None, cond, uncond, weak, weights, None, False)
+    check_guidance_args("guide", None, cond, uncond, weak, weights, None, None, False)
     return torch.empty_like(cond)
 
 
 @torch.library.register_fake("sgg::guided_step")
-def _guided_step_fake(x, cond, uncond, weak, weights, step):
-    check_guidance_args("guided_step", x, cond, uncond, weak, weights, step, False)
+def _guided_step_fake(x, cond, uncond, weak, weights, step, noise=None):
+    check_guidance_args("guided_step", x, cond, uncond, weak, weights, step, noise, False)
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("sgg::guided_step_")
-def _guided_step__fake(x, cond, uncond, weak, weights, step):
-    check_guidance_args("guided_step_", x, cond, uncond, weak, weights, step, True)
+def _guided_step__fake(x, cond, uncond, weak, weights, step, noise=None):
+    check_guidance_args("guided_step_", x, cond, uncond, weak, weights, step, noise, True)
 
 
 @torch.library.register_fake("sgg::w2s_loss")

@@ -1,12 +1,13 @@
 """Python side of the `torch.ops.sgg` guidance operators: autograd and the float-or-tensor wrappers.
 
     torch.ops.sgg.guide(cond, uncond?, weak?, weights) -> Tensor
-    torch.ops.sgg.guided_step(x, cond, uncond?, weak?, weights, step) -> Tensor
-    torch.ops.sgg.guided_step_(x, cond, uncond?, weak?, weights, step) -> ()     # writes x
+    torch.ops.sgg.guided_step(x, cond, uncond?, weak?, weights, step, noise?) -> Tensor
+    torch.ops.sgg.guided_step_(x, cond, uncond?, weak?, weights, step, noise?) -> ()     # writes x
 
 The schemas, argument checks and CPU/CUDA kernels live in the C++ operator libraries
 (csrc/registration.cpp, csrc/guidance_ops.cpp); sgg_kernels.reference has the formula. `weights` =
-(lam_cdg, lam_cag) and `step` = (a, b) are float32 tensors of shape [2] or [B, 2]; they stay on the
+(lam_cdg, lam_cag) and `step` = (a, b) are float32 tensors of shape [2] or [B, 2]; with `noise` (a
+stochastic step) `step` = (a, b, c), [3] or [B, 3], and x_next gains c * noise. They stay on the
 device, so no call synchronises and a compiled or graph-captured step can be replayed with new values.
 """
 from __future__ import annotations
@@ -36,36 +37,36 @@ def _reduce_to(coefs: Tensor, *columns: Tensor) -> Tensor:
     return torch.stack(sums, -1).to(coefs.dtype)
 
 
-def _below_autograd(is_step, x, cond, uncond, weak, weights, step):
-    """The op's device kernel: guided_step, or guide when is_step is False (x and step are None)."""
+def _below_autograd(is_step, x, cond, uncond, weak, weights, step, noise):
+    """The op's device kernel: guided_step, or guide when is_step is False (x, step and noise are None)."""
     with torch._C._AutoDispatchBelowAutograd():
         if is_step:
-            return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step)
+            return torch.ops.sgg.guided_step(x, cond, uncond, weak, weights, step, noise)
         return torch.ops.sgg.guide(cond, uncond, weak, weights)
 
 
 class _GuidedStep(torch.autograd.Function):
-    """guided_step, or guide (is_step False: x and step are None)."""
+    """guided_step, or guide (is_step False: x, step and noise are None)."""
 
     forward = staticmethod(_below_autograd)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        is_step, x, cond, uncond, weak, weights, step = inputs
-        ctx.present = (is_step, uncond is not None, weak is not None)
+        is_step, x, cond, uncond, weak, weights, step, noise = inputs
+        ctx.present = (is_step, uncond is not None, weak is not None, noise is not None)
         ctx.save_for_backward(*inputs[1:])
         ctx.save_for_forward(*inputs[1:])
 
     @staticmethod
     def backward(ctx, grad):
-        x, cond, uncond, weak, weights, step = ctx.saved_tensors
-        has_x, has_u, has_w = ctx.present
+        x, cond, uncond, weak, weights, step, noise = ctx.saved_tensors
+        has_x, has_u, has_w, has_n = ctx.present
         acc = accumulation_dtype(grad.dtype)
         g = grad.to(acc)
         b = _column(step, 1, g) if has_x else torch.ones((), dtype=acc, device=g.device)
         w_u, w_w = _column(weights, 0, g) * b, _column(weights, 1, g) * b
         need = ctx.needs_input_grad[1:]
-        grads = [None] * 6
+        grads = [None] * 7
         if has_x and need[0]:
             grads[0] = (g * _column(step, 0, g)).to(grad.dtype)
         if need[1]:
@@ -82,13 +83,16 @@ class _GuidedStep(torch.autograd.Function):
                 grads[4] = _reduce_to(weights, d_u * b, d_w * b)
             if has_x and need[5]:
                 guided = torch.ops.sgg.guide(cond, uncond, weak, weights).to(acc)
-                grads[5] = _reduce_to(step, g * x.to(acc), g * guided)
+                columns = (g * x.to(acc), g * guided) + ((g * noise.to(acc),) if has_n else ())
+                grads[5] = _reduce_to(step, *columns)
+        if has_n and need[6]:
+            grads[6] = (g * _column(step, 2, g)).to(grad.dtype)
         return (None, *grads)
 
     @staticmethod
-    def jvp(ctx, _, tx, tcond, tuncond, tweak, tweights, tstep):
-        x, cond, uncond, weak, weights, step = ctx.saved_tensors
-        has_x, has_u, has_w = ctx.present
+    def jvp(ctx, _, tx, tcond, tuncond, tweak, tweights, tstep, tnoise):
+        x, cond, uncond, weak, weights, step, noise = ctx.saved_tensors
+        has_x, has_u, has_w, has_n = ctx.present
         acc = accumulation_dtype(cond.dtype)
         c = cond.to(acc)
         zero = torch.zeros_like(c)
@@ -109,35 +113,39 @@ class _GuidedStep(torch.autograd.Function):
         out = _column(step, 0, c) * t_of(tx) + _column(step, 1, c) * d_guide
         if tstep is not None:
             out = out + _column(tstep, 0, c) * x.to(acc) + _column(tstep, 1, c) * guided
+        if has_n:
+            out = out + _column(step, 2, c) * t_of(tnoise)
+            if tstep is not None:
+                out = out + _column(tstep, 2, c) * noise.to(acc)
         return out.to(x.dtype)
 
 
-def _autograd_kernel(is_step, x, cond, uncond, weak, weights, step):
+def _autograd_kernel(is_step, x, cond, uncond, weak, weights, step, noise):
     if torch._C._are_functorch_transforms_active():
         # torch.func (jvp, grad, vmap) would route an autograd.Function through a higher-order op that
         # cannot run from inside the dispatcher; there the formula runs as plain differentiable ops,
         # after the ops' own checks (their Meta kernel, on stand-ins of the logical shapes).
         meta = [None if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta")
-                for t in (x, cond, uncond, weak, weights, step)]
+                for t in (x, cond, uncond, weak, weights, step, noise)]
         op, args = (torch.ops.sgg.guided_step.default, meta) if is_step else (torch.ops.sgg.guide.default, meta[1:5])
         op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.Meta), *args)
-        out = guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype))
+        out = guided_step_reference(x, cond, uncond, weak, weights, step, accumulation_dtype(cond.dtype), noise)
         return out.to(cond.dtype)
-    args = (x, cond, uncond, weak, weights, step)
+    args = (x, cond, uncond, weak, weights, step, noise)
     if (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or fwAD._current_level >= 0:
         return _GuidedStep.apply(is_step, *args)
     return _below_autograd(is_step, *args)  # nothing to differentiate: no autograd.Function overhead
 
 
 def _guide_autograd(cond, uncond, weak, weights):
-    return _autograd_kernel(False, None, cond, uncond, weak, weights, None)
+    return _autograd_kernel(False, None, cond, uncond, weak, weights, None, None)
 
 
-def _guided_step_autograd(x, cond, uncond, weak, weights, step):
-    return _autograd_kernel(True, x, cond, uncond, weak, weights, step)
+def _guided_step_autograd(x, cond, uncond, weak, weights, step, noise=None):
+    return _autograd_kernel(True, x, cond, uncond, weak, weights, step, noise)
 
 
-_IN_PLACE_ARGS = ("x", "cond", "uncond", "weak", "weights", "step")
+_IN_PLACE_ARGS = ("x", "cond", "uncond", "weak", "weights", "step", "noise")
 # Looked up once: each torch.ops attribute lookup costs microseconds on a path every in-place call takes.
 _IN_PLACE = torch.ops.sgg.guided_step_.default
 _AFTER_AUTOGRAD, _AFTER_INPLACE_OR_VIEW = torch._C._after_autograd_keyset, torch._C._after_ADInplaceOrView_keyset
@@ -204,15 +212,18 @@ def guide(cond: Tensor, uncond: Optional[Tensor] = None, weak: Optional[Tensor] 
 
 
 def guided_step(x: Tensor, cond: Tensor, uncond: Optional[Tensor] = None, weak: Optional[Tensor] = None,
-                weights: Coefficients = (0.0, 0.0), step: Coefficients = (1.0, 0.0)) -> Tensor:
-    """step_a * x + step_b * guide(cond, uncond, weak, weights); for Euler, step = (1, t_next - t)."""
+                weights: Coefficients = (0.0, 0.0), step: Coefficients = (1.0, 0.0),
+                noise: Optional[Tensor] = None) -> Tensor:
+    """step_a * x + step_b * guide(cond, uncond, weak, weights); for Euler, step = (1, t_next - t). With
+    noise, step = (a, b, c) and c * noise is added (an SDE step's fresh noise, in the same pass)."""
     return torch.ops.sgg.guided_step(x, cond, uncond, weak, as_coefficients(weights, cond, "weights"),
-                                     as_coefficients(step, cond, "step"))
+                                     as_coefficients(step, cond, "step"), noise)
 
 
 def guided_step_(x: Tensor, cond: Tensor, uncond: Optional[Tensor] = None, weak: Optional[Tensor] = None,
-                 weights: Coefficients = (0.0, 0.0), step: Coefficients = (1.0, 0.0)) -> Tensor:
+                 weights: Coefficients = (0.0, 0.0), step: Coefficients = (1.0, 0.0),
+                 noise: Optional[Tensor] = None) -> Tensor:
     """guided_step written into x; returns x."""
     torch.ops.sgg.guided_step_(x, cond, uncond, weak, as_coefficients(weights, cond, "weights"),
-                               as_coefficients(step, cond, "step"))
+                               as_coefficients(step, cond, "step"), noise)
     return x

@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .evaluators import Evaluator, Model
-from .reference import SUPPORTED_DTYPES, accumulation_dtype, per_sample
+from .reference import SUPPORTED_DTYPES
 from .schedule import GuidanceSchedule
 from .sde import PATHS, check_path  # noqa: F401  (PATHS: documented here with the solvers)
 from .tables import GRIDS, GuidanceTables, check_grid, timestep_grid  # noqa: F401  (their documented home)
@@ -114,11 +114,12 @@ def prepare(cond: Any, schedule: GuidanceSchedule, *, noise, shape, generator, n
 
 def _noisy_step_(x: Tensor, cond: Tensor, uncond: Optional[Tensor], weak: Optional[Tensor], weights: Tensor,
                  step3: Tensor, noise: Optional[Tensor]) -> None:
-    """x <- s0 x + s1 guide + s2 noise in place, step3 = (s0, s1, s2) float32 [3] or [B, 3]; no noise: s2 unused."""
-    # The op's fused noise operand replaces this body: guided_step_(x, ..., step3, noise) in one pass.
-    torch.ops.sgg.guided_step_(x, cond, uncond, weak, weights, step3[..., :2].contiguous())
-    if noise is not None:
-        x.add_(noise * per_sample(step3, 2, x.dim(), accumulation_dtype(x.dtype)))
+    """x <- s0 x + s1 guide + s2 noise in place, in one pass (the op's noise operand), step3 = (s0, s1, s2)
+    float32 [3] or [B, 3]. Without noise (the step into t = 0), the plain step with (s0, s1)."""
+    if noise is None:
+        torch.ops.sgg.guided_step_(x, cond, uncond, weak, weights, step3[..., :2].contiguous())
+    else:
+        torch.ops.sgg.guided_step_(x, cond, uncond, weak, weights, step3, noise)
 
 
 @torch.no_grad()

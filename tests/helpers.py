@@ -31,7 +31,7 @@ def coefficients(batch, per_sample, gen, low=0.0, high=4.0):
     return (torch.rand(shape, generator=gen, dtype=torch.float64) * (high - low) + low).float()
 
 
-def magnitude(x, cond, uncond, weak, weights, step):
+def magnitude(x, cond, uncond, weak, weights, step, noise=None):
     """The reference formula on absolute values, with every subtraction made an addition."""
     f64, nd = torch.float64, cond.dim()
     c = cond.double().abs()
@@ -42,15 +42,17 @@ def magnitude(x, cond, uncond, weak, weights, step):
         m = m + per_sample(weights.abs(), 1, nd, f64) * (c + weak.double().abs())
     if step is not None:
         m = per_sample(step.abs(), 0, nd, f64) * x.double().abs() + per_sample(step.abs(), 1, nd, f64) * m
+    if noise is not None:
+        m = m + per_sample(step.abs(), 2, nd, f64) * noise.double().abs()
     return m
 
 
-def assert_matches_reference(out, x, cond, uncond, weak, weights, step, ulps=1.0):
+def assert_matches_reference(out, x, cond, uncond, weak, weights, step, ulps=1.0, noise=None):
     """out must equal the float64 reference within a few roundings in the accumulation dtype on the
     magnitudes involved, plus `ulps` roundings to out's dtype."""
-    exact = guided_step_reference(x, cond, uncond, weak, weights, step)
+    exact = guided_step_reference(x, cond, uncond, weak, weights, step, noise=noise)
     acc_eps = torch.finfo(torch.float64 if out.dtype == torch.float64 else torch.float32).eps
-    bound = 8 * acc_eps * magnitude(x, cond, uncond, weak, weights, step) + \
+    bound = 8 * acc_eps * magnitude(x, cond, uncond, weak, weights, step, noise) + \
         ulps * torch.finfo(out.dtype).eps * exact.abs() + torch.finfo(out.dtype).tiny
     err = (out.double() - exact).abs()
     assert out.shape == exact.shape and out.dtype == cond.dtype

@@ -16,7 +16,8 @@ def good():
 def call(op, a):
     if op == "guide":
         return torch.ops.sgg.guide(a["cond"], a["uncond"], a["weak"], a["weights"])
-    return getattr(torch.ops.sgg, op)(a["x"], a["cond"], a["uncond"], a["weak"], a["weights"], a["step"])
+    return getattr(torch.ops.sgg, op)(a["x"], a["cond"], a["uncond"], a["weak"], a["weights"], a["step"],
+                                      a.get("noise"))
 
 
 BAD = {
@@ -34,6 +35,12 @@ BAD = {
     "step dtype": (dict(step=torch.rand(2).half()), RuntimeError, "step must be float32"),
     "step none": (dict(step=None), RuntimeError, "step must be a Tensor, got None"),
     "x none step": (dict(x=None), RuntimeError, "x must be a Tensor, got None"),
+    "step noise shape": (dict(noise=torch.randn(B, 4, 6), step=torch.rand(3)), RuntimeError,
+                         r"noise has shape \[3, 4, 6\] but cond has shape \[3, 4, 5\]"),
+    "step noise dtype": (dict(noise=torch.randn(B, 4, 5).half(), step=torch.rand(3)), RuntimeError,
+                         "noise has dtype torch.float16"),
+    "step columns with noise": (dict(noise=torch.randn(B, 4, 5)), RuntimeError,
+                                r"step must have shape \[3\] or \[B, 3\] = \[3, 3\], got \[2\]"),
 }
 
 

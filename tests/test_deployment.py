@@ -110,7 +110,8 @@ def test_cpp_program_calls_the_ops_directly_through_torchscript_and_through_aoti
     result = subprocess.run([CPP_EXAMPLE, *sgg_kernels.library_paths(), "--torchscript", scripted, "--aoti", aoti_package],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in ("sgg::guided_step:", "guided_step_ (in place)", "bad weights refused", "TorchScript module",
+    for line in ("sgg::guided_step:", "guided_step with noise", "guided_step_ (in place)", "bad weights refused",
+                 "TorchScript module",
                  "AOTInductor package, guided_step, B=5", "all ok"):
         assert line in result.stdout, result.stdout
 

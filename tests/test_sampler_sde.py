@@ -228,9 +228,9 @@ def test_the_batch_engine_refuses_the_sde_solver_by_name():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("coefs", ["shared", "per_sample"])
-def test_noisy_step_is_the_affine_update_the_fused_operand_will_compute(dtype, coefs):
-    """x <- s0 x + s1 guide + s2 noise with step (s0, s1, s2) of shape [3] or [B, 3], within a few roundings
-    in the accumulation dtype plus two to x's dtype (the guided step, then the noise), on the magnitudes."""
+def test_noisy_step_is_one_fused_pass_of_the_affine_update(dtype, coefs):
+    """x <- s0 x + s1 guide + s2 noise with step (s0, s1, s2) of shape [3] or [B, 3]: the op's noise operand,
+    within a few roundings in the accumulation dtype plus one to x's dtype, on the magnitudes."""
     g = torch.Generator().manual_seed(0)
     x, cond, uncond, weak, noise = (make((5, 3, 4), dtype, gen=g) for _ in range(5))
     weights = torch.rand(5, 2, generator=g)
@@ -242,10 +242,9 @@ def test_noisy_step_is_the_affine_update_the_fused_operand_will_compute(dtype, c
     assert torch.equal(without, plain)  # no noise: exactly the op's guided step
     x_next = x.clone()
     _noisy_step_(x_next, cond, uncond, weak, weights, step3, noise)
-    f64 = torch.float64
-    added = per_sample(step3, 2, 3, f64) * noise.double()
-    exact = guided_step_reference(x, cond, uncond, weak, weights, step3[..., :2]) + added
+    added = per_sample(step3, 2, 3, torch.float64) * noise.double()
+    exact = guided_step_reference(x, cond, uncond, weak, weights, step3, noise=noise)
     size = magnitude(x, cond, uncond, weak, weights, step3[..., :2]) + added.abs()
-    acc_eps = torch.finfo(f64 if dtype == f64 else torch.float32).eps
-    bound = (8 * acc_eps + 2 * torch.finfo(dtype).eps) * size + torch.finfo(dtype).tiny
+    acc_eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+    bound = (8 * acc_eps + torch.finfo(dtype).eps) * size + torch.finfo(dtype).tiny
     assert x_next.dtype == dtype and bool(((x_next.double() - exact).abs() <= bound).all())

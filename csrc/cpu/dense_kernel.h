@@ -16,48 +16,47 @@ inline namespace CPU_CAPABILITY {
 // SD3-1024 latent ([2,16,128,128], 512K elements) still spreads over every core.
 constexpr int64_t kGrain = 1 << 16;
 
-template <typename T, bool kU, bool kW, bool kS>
+template <typename T, bool kU, bool kW, Step kS>
 void dense_pass(const GuidanceParams& p) {
   using L = Lanes<T>;
   using acc_t = typename L::acc_t;
   using Vec = typename L::Vec;
+  constexpr bool kX_ = kS != Step::kNone, kN = kS == Step::kNoisy;
   T* out = static_cast<T*>(p.data[kOut]);
   const T* x = static_cast<const T*>(p.data[kX]);
   const T* cond = static_cast<const T*>(p.data[kCond]);
   const T* uncond = static_cast<const T*>(p.data[kUncond]);
   const T* weak = static_cast<const T*>(p.data[kWeak]);
+  const T* noise = static_cast<const T*>(p.data[kNoise]);
   torch::stable::parallel_for(0, p.batch * p.per_sample, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end;) {
       // Coefficients are read once per sample (per sample and task, at a task boundary).
       const int64_t s = i / p.per_sample;
       const int64_t stop = std::min(end, (s + 1) * p.per_sample);
-      const float* w = p.weights + s * p.weights_stride;
-      const acc_t w_u = w[0], w_w = w[1];
-      const acc_t a = kS ? acc_t(p.step[s * p.step_stride]) : acc_t(0);
-      const acc_t b = kS ? acc_t(p.step[s * p.step_stride + 1]) : acc_t(0);
-      const Vec vw_u = broadcast<Vec>(w_u), vw_w = broadcast<Vec>(w_w), va = broadcast<Vec>(a), vb = broadcast<Vec>(b);
+      const Coefs<acc_t> k = coefficients<kS, acc_t>(p, s);
+      const Coefs<Vec> vk{broadcast<Vec>(k.w_u), broadcast<Vec>(k.w_w), broadcast<Vec>(k.a), broadcast<Vec>(k.b),
+                          broadcast<Vec>(k.c)};
       for (; i + L::kWidth <= stop; i += L::kWidth) {
-        typename L::Pack xv{}, u{}, wk{}, r;
+        typename L::Pack xv{}, u{}, wk{}, n{}, r;
         const auto c = L::load(cond + i);
-        if constexpr (kS) xv = L::load(x + i);
+        if constexpr (kX_) xv = L::load(x + i);
         if constexpr (kU) u = L::load(uncond + i);
         if constexpr (kW) wk = L::load(weak + i);
-        for (int k = 0; k < L::kParts; ++k)
-          r[k] = guided_value<kU, kW, kS>(xv[k], c[k], u[k], wk[k], vw_u, vw_w, va, vb);
+        if constexpr (kN) n = L::load(noise + i);
+        for (int j = 0; j < L::kParts; ++j) r[j] = guided_value<kU, kW, kS>(xv[j], c[j], u[j], wk[j], n[j], vk);
         L::store(out + i, r);
       }
-      for (; i < stop; ++i) {
-        const acc_t xs = kS ? acc_t(x[i]) : acc_t(0), us = kU ? acc_t(uncond[i]) : acc_t(0);
-        const acc_t ws = kW ? acc_t(weak[i]) : acc_t(0);
-        out[i] = T(guided_value<kU, kW, kS>(xs, acc_t(cond[i]), us, ws, w_u, w_w, a, b));
-      }
+      const auto at = [&](const T* ptr, bool present, int64_t e) { return present ? acc_t(ptr[e]) : acc_t(0); };
+      for (; i < stop; ++i)
+        out[i] = T(guided_value<kU, kW, kS>(at(x, kX_, i), acc_t(cond[i]), at(uncond, kU, i), at(weak, kW, i),
+                                            at(noise, kN, i), k));
     }
   });
 }
 
 template <typename T>
 struct Dense {
-  template <bool kU, bool kW, bool kS>
+  template <bool kU, bool kW, Step kS>
   struct Pass {
     static void run(const GuidanceParams& p) { dense_pass<T, kU, kW, kS>(p); }
   };

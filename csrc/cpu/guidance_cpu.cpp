@@ -33,10 +33,11 @@ Capability detect_capability() {
 
 // Scalar walk over up to kMaxDims coalesced dims, with an odometer per task instead of a division
 // per element. Same per-element rule as the dense kernel, so results match it bit for bit.
-template <typename T, bool kU, bool kW, bool kS>
+template <typename T, bool kU, bool kW, Step kS>
 struct StridedPass {
   static void run(const GuidanceParams& p) {
     using acc_t = acc_type<T>;
+    constexpr bool kX_ = kS != Step::kNone, kN = kS == Step::kNoisy;
     torch::stable::parallel_for(0, p.batch * p.per_sample, 1 << 14, [&](int64_t begin, int64_t end) {
       int64_t idx[kMaxDims] = {}, off[kNumSlots] = {};
       for (int64_t d = p.ndim - 1, rem = begin; d >= 0; --d) {
@@ -44,17 +45,18 @@ struct StridedPass {
         rem /= p.sizes[d];
         for (int s = 0; s < kNumSlots; ++s) off[s] += idx[d] * p.strides[s][d];
       }
-      auto load = [&](int s) { return acc_t(static_cast<const T*>(p.data[s])[off[s]]); };
-      for (int64_t i = begin, sample = -1, next = 0; i < end; ++i) {
+      auto load = [&](int s, bool present) {
+        return present ? acc_t(static_cast<const T*>(p.data[s])[off[s]]) : acc_t(0);
+      };
+      Coefs<acc_t> k{};
+      for (int64_t i = begin, next = 0; i < end; ++i) {
         if (i >= next) {
-          sample = i / p.per_sample;
+          const int64_t sample = i / p.per_sample;
           next = (sample + 1) * p.per_sample;
+          k = coefficients<kS, acc_t>(p, sample);
         }
-        const float* w = p.weights + sample * p.weights_stride;
-        const float* st = kS ? p.step + sample * p.step_stride : nullptr;
-        static_cast<T*>(p.data[kOut])[off[kOut]] = T(guided_value<kU, kW, kS, acc_t>(
-            kS ? load(kX) : acc_t(0), load(kCond), kU ? load(kUncond) : acc_t(0), kW ? load(kWeak) : acc_t(0),
-            acc_t(w[0]), acc_t(w[1]), kS ? acc_t(st[0]) : acc_t(0), kS ? acc_t(st[1]) : acc_t(0)));
+        static_cast<T*>(p.data[kOut])[off[kOut]] = T(guided_value<kU, kW, kS>(
+            load(kX, kX_), load(kCond, true), load(kUncond, kU), load(kWeak, kW), load(kNoise, kN), k));
         for (int64_t d = p.ndim - 1; d >= 0; --d) {
           for (int s = 0; s < kNumSlots; ++s) off[s] += p.strides[s][d];
           if (++idx[d] < p.sizes[d]) break;
@@ -68,7 +70,7 @@ struct StridedPass {
 
 template <typename T>
 struct Strided {
-  template <bool kU, bool kW, bool kS>
+  template <bool kU, bool kW, Step kS>
   using Pass = StridedPass<T, kU, kW, kS>;
 };
 
@@ -98,9 +100,9 @@ void set_capability(Capability c) {
 }
 
 void guided_step_cpu(const Tensor& out, const OptTensor& x, const Tensor& cond, const OptTensor& uncond,
-                     const OptTensor& weak, const Tensor& weights, const OptTensor& step) {
+                     const OptTensor& weak, const Tensor& weights, const OptTensor& step, const OptTensor& noise) {
   SGG_CHECK(cond.is_cpu(), "sgg: the cpu kernel needs CPU tensors, got cond on ", device_of(cond));
-  with_params(out, x, cond, uncond, weak, weights, step, [&](const GuidanceParams& p) {
+  with_params(out, x, cond, uncond, weak, weights, step, noise, [&](const GuidanceParams& p) {
     if (p.batch * p.per_sample == 0) return;
     dispatch_float(cond.scalar_type(), "guided_step", [&]<typename T>() {
       if (p.dense) run_dense<T>(p);

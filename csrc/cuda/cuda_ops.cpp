@@ -30,13 +30,13 @@ cuda::Dtype cuda_dtype(ScalarType t) {
 }
 
 void run_cuda_cpp(const Tensor& out, const OptTensor& x, const Tensor& cond, const OptTensor& uncond,
-                  const OptTensor& weak, const Tensor& weights, const OptTensor& step) {
+                  const OptTensor& weak, const Tensor& weights, const OptTensor& step, const OptTensor& noise) {
   SGG_CHECK(cond.is_cuda(), "sgg: the cuda kernel needs CUDA tensors, got cond on ", device_of(cond));
   const int32_t device = cond.get_device_index();
   void* stream = nullptr;
   SGG_CHECK(aoti_torch_get_current_cuda_stream(device, &stream) == AOTI_TORCH_SUCCESS,
             "sgg: could not get the current CUDA stream of cuda:", device);
-  with_params(out, x, cond, uncond, weak, weights, step, [&](const GuidanceParams& p) {
+  with_params(out, x, cond, uncond, weak, weights, step, noise, [&](const GuidanceParams& p) {
     const int error = cuda::launch_guidance(p, cuda_dtype(cond.scalar_type()), device, stream);
     SGG_CHECK(error == 0, "sgg: CUDA kernel launch failed: ", cuda::error_string(error));
   });
@@ -52,11 +52,11 @@ void call_python_gpu(const char* op, std::array<StableIValue, N> args) {
 }
 
 void run_cuda(const Tensor& out, const OptTensor& x, const Tensor& cond, const OptTensor& uncond,
-              const OptTensor& weak, const Tensor& weights, const OptTensor& step) {
+              const OptTensor& weak, const Tensor& weights, const OptTensor& step, const OptTensor& noise) {
   const torch::stable::accelerator::DeviceGuard guard(cond.get_device_index());
-  if (gpu_backend() == GpuBackend::kCuda) return run_cuda_cpp(out, x, cond, uncond, weak, weights, step);
-  call_python_gpu<7>("sgg::_python_gpu_guided_step",
-                     {from(out), from(x), from(cond), from(uncond), from(weak), from(weights), from(step)});
+  if (gpu_backend() == GpuBackend::kCuda) return run_cuda_cpp(out, x, cond, uncond, weak, weights, step, noise);
+  call_python_gpu<8>("sgg::_python_gpu_guided_step", {from(out), from(x), from(cond), from(uncond), from(weak),
+                                                      from(weights), from(step), from(noise)});
 }
 
 void w2s_forward_cuda(Tensor loss, Tensor v, Tensor u, OptTensor weak, OptTensor mid, Tensor coefs) {
@@ -73,10 +73,10 @@ void w2s_backward_cuda(Tensor grad_v, OptTensor grad_mid, Tensor grad, Tensor v,
 
 // sgg::_launch on CUDA tensors: this library's CUDA C++ kernel, whatever backend is selected.
 void launch_cuda(std::string backend, Tensor out, OptTensor x, Tensor cond, OptTensor uncond, OptTensor weak,
-                 Tensor weights, OptTensor step) {
+                 Tensor weights, OptTensor step, OptTensor noise) {
   SGG_CHECK(backend == "cuda", "sgg._launch: backend '", backend, "' does not run CUDA tensors; use cuda");
   const torch::stable::accelerator::DeviceGuard guard(cond.get_device_index());
-  run_cuda_cpp(out, x, cond, uncond, weak, weights, step);
+  run_cuda_cpp(out, x, cond, uncond, weak, weights, step, noise);
 }
 
 // Tells the core library that CUDA kernels exist (the default backend becomes cuda).

@@ -67,47 +67,34 @@ struct Launch {
   cudaStream_t stream;
 };
 
-// Per-sample coefficients in the accumulation type (a and b unused without a step).
-template <typename acc_t>
-struct Coefficients {
-  acc_t w_u, w_w, a, b;
-  __device__ __forceinline__ Coefficients(const GuidanceParams& p, int64_t sample, bool has_step) {
-    const float* w = p.weights + sample * p.weights_stride;
-    w_u = w[0];
-    w_w = w[1];
-    const float* s = has_step ? p.step + sample * p.step_stride : nullptr;
-    a = s ? acc_t(s[0]) : acc_t(0);
-    b = s ? acc_t(s[1]) : acc_t(0);
-  }
-};
-
 // One element; offsets[slot] in elements. Absent operands are never read.
-template <typename T, bool kU, bool kW, bool kS>
+template <typename T, bool kU, bool kW, Step kS>
 __device__ __forceinline__ void guide_element(const GuidanceParams& p, const int64_t* offsets,
-                                              const Coefficients<typename Storage<T>::acc_t>& k) {
+                                              const Coefs<typename Storage<T>::acc_t>& k) {
   using S = Storage<T>;
   using acc_t = typename S::acc_t;
-  auto in = [&](int slot) { return S::load(static_cast<const T*>(p.data[slot])[offsets[slot]]); };
+  auto in = [&](int slot, bool present) {
+    return present ? S::load(static_cast<const T*>(p.data[slot])[offsets[slot]]) : acc_t(0);
+  };
   static_cast<T*>(p.data[kOut])[offsets[kOut]] = S::store(guided_value<kU, kW, kS, acc_t>(
-      kS ? in(kX) : acc_t(0), in(kCond), kU ? in(kUncond) : acc_t(0), kW ? in(kWeak) : acc_t(0), k.w_u, k.w_w,
-      k.a, k.b));
+      in(kX, kS != Step::kNone), in(kCond, true), in(kUncond, kU), in(kWeak, kW), in(kNoise, kS == Step::kNoisy), k));
 }
 
 // Dense, sample-major operands. kAligned: their addresses agree modulo 16 bytes (checked by the host
 // launcher), so each sample's body runs 16-byte vectors; otherwise (e.g. chunk(2) halves of an odd
 // size next to an aligned x) every element is a scalar, still coalesced and with no index division.
 // blockIdx.y walks samples, so the coefficients are loaded once per sample and thread.
-template <typename T, bool kAligned, bool kU, bool kW, bool kS>
+template <typename T, bool kAligned, bool kU, bool kW, Step kS>
 __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const GuidanceParams p) {
   using S = Storage<T>;
   using acc_t = typename S::acc_t;
   using V = Vector<T>;
-  constexpr int kSlots[] = {kX, kCond, kUncond, kWeak};
-  constexpr bool kPresent[] = {kS, true, kU, kW};
+  constexpr int kSlots[] = {kX, kCond, kUncond, kWeak, kNoise};
+  constexpr bool kPresent[] = {kS != Step::kNone, true, kU, kW, kS == Step::kNoisy};
   const int64_t thread = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t threads = int64_t(gridDim.x) * blockDim.x;
   for (int64_t sample = blockIdx.y; sample < p.batch; sample += gridDim.y) {
-    const Coefficients<acc_t> k(p, sample, kS);
+    const Coefs<acc_t> k = coefficients<kS, acc_t>(p, sample);
     const int64_t base = sample * p.per_sample;
     const auto address = reinterpret_cast<uintptr_t>(static_cast<T*>(p.data[kOut]) + base);
     const int64_t misaligned = int64_t(address % kVectorBytes) / int64_t(sizeof(T));
@@ -117,18 +104,18 @@ __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const Guidance
     const int64_t tail = head + vectors * V::kSize;
     for (int64_t i = thread; i < head + (p.per_sample - tail); i += threads) {
       const int64_t e = base + (i < head ? i : tail + i - head);
-      const int64_t offsets[kNumSlots] = {e, e, e, e, e};
+      const int64_t offsets[kNumSlots] = {e, e, e, e, e, e};
       guide_element<T, kU, kW, kS>(p, offsets, k);
     }
     const int64_t body = base + head;
     for (int64_t v0 = thread; v0 < vectors; v0 += kUnroll * threads) {
-      V in[kUnroll][4];
+      V in[kUnroll][5];
 #pragma unroll
       for (int r = 0; r < kUnroll; ++r) {
         const int64_t e = body + (v0 + r * threads) * V::kSize;
         if (v0 + r * threads >= vectors) break;
 #pragma unroll
-        for (int o = 0; o < 4; ++o)
+        for (int o = 0; o < 5; ++o)
           if (kPresent[o]) in[r][o].load(static_cast<const T*>(p.data[kSlots[o]]) + e);
       }
 #pragma unroll
@@ -139,8 +126,7 @@ __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const Guidance
 #pragma unroll
         for (int j = 0; j < V::kSize; ++j) {
           auto at = [&](int o) { return kPresent[o] ? S::load(in[r][o].v[j]) : acc_t(0); };
-          result.v[j] =
-              S::store(guided_value<kU, kW, kS, acc_t>(at(0), at(1), at(2), at(3), k.w_u, k.w_w, k.a, k.b));
+          result.v[j] = S::store(guided_value<kU, kW, kS, acc_t>(at(0), at(1), at(2), at(3), at(4), k));
         }
         result.store(static_cast<T*>(p.data[kOut]) + e);
       }
@@ -149,7 +135,7 @@ __global__ void __launch_bounds__(kThreads) dense_guidance_kernel(const Guidance
 }
 
 // Any strides: each element's offsets from its index over params' coalesced dims (64-bit).
-template <typename T, bool kU, bool kW, bool kS>
+template <typename T, bool kU, bool kW, Step kS>
 __global__ void __launch_bounds__(kThreads) strided_guidance_kernel(const GuidanceParams p) {
   using acc_t = typename Storage<T>::acc_t;
   const int64_t numel = p.batch * p.per_sample;
@@ -164,7 +150,7 @@ __global__ void __launch_bounds__(kThreads) strided_guidance_kernel(const Guidan
 #pragma unroll
       for (int s = 0; s < kNumSlots; ++s) offsets[s] += index * p.strides[s][d];
     }
-    guide_element<T, kU, kW, kS>(p, offsets, Coefficients<acc_t>(p, i / p.per_sample, kS));
+    guide_element<T, kU, kW, kS>(p, offsets, coefficients<kS, acc_t>(p, i / p.per_sample));
   }
 }
 
@@ -173,7 +159,7 @@ inline int64_t max_blocks(const Launch& l) { return int64_t(l.sm_count) * (2048 
 
 template <typename T, bool kAligned>
 struct DensePass {
-  template <bool kU, bool kW, bool kS>
+  template <bool kU, bool kW, Step kS>
   struct Pass {
     static void run(const GuidanceParams& p, const Launch& l) {
       const int64_t samples = std::min<int64_t>(p.batch, 65535);  // gridDim.y limit
@@ -188,7 +174,7 @@ struct DensePass {
 
 template <typename T>
 struct StridedPass {
-  template <bool kU, bool kW, bool kS>
+  template <bool kU, bool kW, Step kS>
   struct Pass {
     static void run(const GuidanceParams& p, const Launch& l) {
       const int64_t wanted = (p.batch * p.per_sample + kThreads - 1) / kThreads;

@@ -68,26 +68,35 @@ struct Inputs {
 
 void call_through_dispatcher() {
   const Inputs in(3);
+  // The C++ signature lists every schema argument, the optional noise (a stochastic step) included.
   auto guided_step = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("sgg::guided_step", "")
                          .typed<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                                       const Tensor&, const Tensor&)>();
+                                       const Tensor&, const Tensor&, const OptTensor&)>();
   const Tensor want = reference(in.x, in.cond, in.uncond, in.weak, in.weights, in.step);
-  expect_close("sgg::guided_step", guided_step.call(in.x, in.cond, in.uncond, in.weak, in.weights, in.step), want);
+  expect_close("sgg::guided_step",
+               guided_step.call(in.x, in.cond, in.uncond, in.weak, in.weights, in.step, std::nullopt), want);
+
+  // A stochastic step: step = (a, b, c) per sample, x_next = a x + b guide + c noise, in the same pass.
+  const Tensor noise = at::randn_like(in.x), step3 = at::rand({3, 3});
+  const Tensor want_noisy = reference(in.x, in.cond, in.uncond, in.weak, in.weights, step3.slice(1, 0, 2)) +
+                            step3.select(1, 2).to(at::kDouble).reshape({-1, 1, 1, 1}) * noise.to(at::kDouble);
+  expect_close("sgg::guided_step with noise",
+               guided_step.call(in.x, in.cond, in.uncond, in.weak, in.weights, step3, noise), want_noisy);
 
   auto guided_step_ = c10::Dispatcher::singleton()
                           .findSchemaOrThrow("sgg::guided_step_", "")
                           .typed<void(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                                      const Tensor&, const Tensor&)>();
+                                      const Tensor&, const Tensor&, const OptTensor&)>();
   const Tensor x = in.x.clone();
-  guided_step_.call(x, in.cond, in.uncond, in.weak, in.weights, in.step);
+  guided_step_.call(x, in.cond, in.uncond, in.weak, in.weights, in.step, std::nullopt);
   expect_close("sgg::guided_step_ (in place)", x, want);
 
   // Bad input: the C++ checks name the argument (a std::runtime_error: the only exception type the
   // stable ABI carries), and x is left as it was.
   const Tensor before = x.clone();
   try {
-    guided_step_.call(x, in.cond, in.uncond, in.weak, at::rand({3}), in.step);
+    guided_step_.call(x, in.cond, in.uncond, in.weak, at::rand({3}), in.step, std::nullopt);
     std::cout << "FAIL weights of shape [3] were accepted\n";
     ++g_failures;
   } catch (const std::runtime_error& e) {
