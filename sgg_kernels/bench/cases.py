@@ -20,8 +20,11 @@ from sgg_kernels.reference import accumulation_dtype, guided_step_reference, w2s
 from sgg_kernels.w2s_loss import launchers as w2s_launchers
 
 # SD3-style settings for one step: CFG scale 4.5 and SLG scale 3.0 both active, Euler dt = -1/28.
+# NOISE_SCALE: an Euler-Maruyama step's sqrt(2 t |dt|) at t = 0.5 on that grid.
 CFG_SCALE, SLG_SCALE, DT = 4.5, 3.0, -1.0 / 28
-OPS = ("guide", "guided_step", "guided_step_", "w2s_loss")
+NOISE_SCALE = math.sqrt(2 * 0.5 / 28)
+# noisy_step_: guided_step_ with the noise operand, the stochastic (SDE) sampler's in-place step.
+OPS = ("guide", "guided_step", "guided_step_", "noisy_step_", "w2s_loss")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PRESETS = ("tiny", "default", "full")
 MAX_INPUT_SETS = 64
@@ -87,15 +90,19 @@ class Inputs:
     uncond: torch.Tensor
     weak: torch.Tensor
     weights: torch.Tensor  # (lam_cdg, lam_cag) = (CFG_SCALE - 1, SLG_SCALE)
-    step: torch.Tensor     # (1, DT)
+    step: torch.Tensor     # (1, DT), or (1, DT, NOISE_SCALE) with noise
+    noise: Optional[torch.Tensor] = None
 
 
-def make_inputs(shape, dtype, device="cpu", seed=0) -> Inputs:
+def make_inputs(shape, dtype, device="cpu", seed=0, noisy=False) -> Inputs:
     g = torch.Generator(device=device).manual_seed(seed)
     x, c, u, w = (torch.randn(shape, generator=g, device=device, dtype=torch.float32).to(dtype) for _ in range(4))
     if isinstance(shape, ChunkHalves):
         c, u = torch.cat([c, u]).chunk(2)
     weights = torch.tensor([CFG_SCALE - 1, SLG_SCALE], device=device)
+    if noisy:
+        n = torch.randn(x.shape, generator=g, device=device, dtype=torch.float32).to(dtype)
+        return Inputs(x, c, u, w, weights, torch.tensor([1.0, DT, NOISE_SCALE], device=device), n)
     return Inputs(x, c, u, w, weights, torch.tensor([1.0, DT], device=device))
 
 
@@ -112,6 +119,11 @@ def eager_chain(x, cond, uncond, weak):
 
 def eager_chain_(x, cond, uncond, weak):
     x.copy_(eager_chain(x, cond, uncond, weak))
+
+
+def eager_noisy_chain_(x, cond, uncond, weak, noise):
+    """An Euler-Maruyama step as samplers write it: guidance, the drift step, then the fresh noise."""
+    x.copy_((x.to(torch.float32) + DT * eager_guide(cond, uncond, weak) + NOISE_SCALE * noise).to(x.dtype))
 
 
 def eager_w2s_loss(v, u, weak, mid, coefs):
@@ -168,24 +180,29 @@ def _compiled(fn):
 
 def guidance_case(op: str, shape, dtype, device: str) -> Case:
     elem = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    operands = 4 if op == "guide" else 5  # guide: read cond, uncond, weak, write out; steps also read x
-    sets = [make_inputs(shape, dtype, device, seed) for seed in range(input_set_count(operands * elem, device))]
+    noisy, in_place = op == "noisy_step_", op in ("guided_step_", "noisy_step_")
+    # guide: read cond, uncond, weak, write out; steps also read x, a noisy step noise too
+    operands = 4 if op == "guide" else 6 if noisy else 5
+    sets = [make_inputs(shape, dtype, device, seed, noisy) for seed in range(input_set_count(operands * elem, device))]
     step = op != "guide"
-    op_fn = getattr(torch.ops.sgg, op)
-    eager = {"guide": eager_guide, "guided_step": eager_chain, "guided_step_": eager_chain_}[op]
+    op_fn = torch.ops.sgg.guided_step_ if noisy else getattr(torch.ops.sgg, op)
+    eager = {"guide": eager_guide, "guided_step": eager_chain, "guided_step_": eager_chain_,
+             "noisy_step_": eager_noisy_chain_}[op]
     compiled = _compiled(eager)
+    tail = (lambda i: (i.noise,)) if noisy else (lambda i: ())
 
     def fused(i):
-        return op_fn(*((i.x,) if step else ()), i.cond, i.uncond, i.weak, i.weights, *((i.step,) if step else ()))
+        return op_fn(*((i.x,) if step else ()), i.cond, i.uncond, i.weak, i.weights, *((i.step,) if step else ()),
+                     *tail(i))
 
     def torch_launcher(i):  # CPU tensors always run the C++ kernel, so call the torch launcher directly
-        out = i.x if op == "guided_step_" else torch.empty_like(i.cond)
+        out = i.x if in_place else torch.empty_like(i.cond)
         backends.launcher("torch")(out, i.x if step else None, i.cond, i.uncond, i.weak, i.weights,
-                                   i.step if step else None)
+                                   i.step if step else None, i.noise)
         return out
 
     def baseline(f):
-        return lambda i: f(*((i.x,) if step else ()), i.cond, i.uncond, i.weak)
+        return lambda i: f(*((i.x,) if step else ()), i.cond, i.uncond, i.weak, *tail(i))
 
     calls = {}  # name -> (f(Inputs), sgg backend to select)
     for name in _sgg_backends(device):
@@ -200,18 +217,18 @@ def guidance_case(op: str, shape, dtype, device: str) -> Case:
 
     @functools.cache  # one float64 reference serves every provider (it took most of a default run's time)
     def exact() -> torch.Tensor:
-        i = make_inputs(shape, dtype, device, seed=99)
+        i = make_inputs(shape, dtype, device, seed=99, noisy=noisy)
         return guided_step_reference(i.x if step else None, i.cond, i.uncond, i.weak, i.weights,
-                                     i.step if step else None)
+                                     i.step if step else None, noise=i.noise)
 
     def check(name: str) -> None:
         if name not in calls:  # the yardsticks compute something else
             return
         fn, backend = calls[name]
-        i = make_inputs(shape, dtype, device, seed=99)  # a fresh set: in-place calls change x
+        i = make_inputs(shape, dtype, device, seed=99, noisy=noisy)  # a fresh set: in-place calls change x
         with use_backend(backend) if backend else contextlib.nullcontext():
             got = fn(i)
-        _check_close(name, i.x if op == "guided_step_" else got, exact())
+        _check_close(name, i.x if in_place else got, exact())
 
     return Case(op, tuple(shape), dtype, device, operands * elem, providers, check)
 
