@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sgg_kernels.bench.cases import FUSED  # noqa: E402
+from sgg_kernels.bench.cases import FUSED, OPS  # noqa: E402
 
 STYLE = {"fp32": "-", "bf16": "--"}
 
@@ -22,7 +22,7 @@ def operand_mb(row: dict) -> float:
 def plot(rows: list[dict], path: Path, title: str) -> None:
     if not rows:
         return
-    ops = sorted({r["op"] for r in rows}, key=["guide", "guided_step", "guided_step_", "w2s_loss"].index)
+    ops = sorted({r["op"] for r in rows}, key=OPS.index)
     fig, axes = plt.subplots(2, len(ops), figsize=(4.5 * len(ops), 8), squeeze=False)
     for col, op in enumerate(ops):
         mine = [r for r in rows if r["op"] == op]
