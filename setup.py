@@ -73,20 +73,19 @@ def cuda_build_plan():
 
 
 # What the build says before it starts, shown by `make build` and by `pip install -v` (plain pip shows
-# only "still running..."). Measured from scratch on the project's 2-core CPU VM, which other jobs load:
-# 3 min 16 s with CUDA (load 1.4-3.7; the CUDA object alone 99 s), 4 min 36 s CPU-only (load 3.7-4.4),
-# and `pip install -v` with CUDA 17 min 45 s at load 7 to 13.
+# only "still running..."). Measured from scratch on the project's 2-core CPU VM on the stable-ABI
+# headers (much lighter than ATen's): 51 s with CUDA in a fresh-clone CI run, 48 s CPU-only (load 1 to
+# 2), and 154 s with CUDA while other jobs loaded the machine (load 2 to 5).
 CUDA_HOME, BUILD_REASON = cuda_build_plan()
 if CUDA_HOME:
     # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
     os.environ["CUDA_HOME"] = CUDA_HOME
     print(f"sgg_kernels: compiling the CPU and the CUDA kernels, because {BUILD_REASON} (toolkit: {CUDA_HOME}).\n"
-          "sgg_kernels: about 3 to 8 minutes on 2 idle cores, longer on a busy machine (the CUDA kernels add about 2 "
-          "minutes of one core); to "
+          "sgg_kernels: about 1 minute on 2 idle cores, a few on a busy machine; to "
           "build the CPU kernels only, set SGG_NO_CUDA=1 (on GPUs the ops then run their Triton kernels).", flush=True)
 else:
     print(f"sgg_kernels: compiling the CPU kernels only ({BUILD_REASON}); on GPUs the ops run their Triton "
-          "kernels. About 3 to 5 minutes on 2 cores.", flush=True)
+          "kernels. About 1 minute on 2 idle cores.", flush=True)
 
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
