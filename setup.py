@@ -81,7 +81,7 @@ if CUDA_HOME:
     # torch.utils.cpp_extension reads CUDA_HOME when it is imported.
     os.environ["CUDA_HOME"] = CUDA_HOME
     print(f"sgg_kernels: compiling the CPU and the CUDA kernels, because {BUILD_REASON} (toolkit: {CUDA_HOME}).\n"
-          "sgg_kernels: about 1 minute on 2 idle cores, a few on a busy machine; to "
+          "sgg_kernels: about 1 minute on 2 idle cores, a few minutes on a busy machine; to "
           "build the CPU kernels only, set SGG_NO_CUDA=1 (on GPUs the ops then run their Triton kernels).", flush=True)
 else:
     print(f"sgg_kernels: compiling the CPU kernels only ({BUILD_REASON}); on GPUs the ops run their Triton "
