@@ -43,7 +43,7 @@ def test_a_recorded_run_prints_the_same_table_and_round_trips_through_json(tmp_p
     assert main(["--results", str(base), "--json", str(tmp_path / "copy.json")]) == 0
     out = capsys.readouterr().out
     # The stored baseline's guided_step B=1 fp32 row, as RESULTS.md shows it (same format, same figures).
-    assert "| guided_step_ | sd3-1024 B=1 [1x16x128x128] | fp32 | sgg cpu | 0.457 | 0.043 | 11.5 | 71% | 4.50x | 1.16x |" in out
-    # (1.507 / 1.425 - 1) / (70 / 56 - 1) = 23% of the ideal gain
-    assert "| sgg drop-in | 1.425 | 56 | 1.376 | 0.0496 | 1.06x | 1.25x | 23% |" in out
+    assert "| guided_step_ | sd3-1024 B=1 [1x16x128x128] | fp32 | sgg cpu | 0.546 | 0.050 | 9.6 | 113% | 2.83x | 1.04x |" in out
+    # (2.426 / 2.360 - 1) / (70 / 56 - 1) = 11% of the ideal gain
+    assert "| sgg drop-in | 2.360 | 56 | 2.338 | 0.0187 | 1.03x | 1.25x | 11% |" in out
     assert json.loads((tmp_path / "copy.json").read_text()) == json.loads(base.read_text())

@@ -64,7 +64,7 @@ def test_our_op_losing_standing_against_torch_compile_is_flagged_with_a_readable
     verdict = out[out.index("Regression guard"):]
     assert "| sgg cpu | guided_step | fp32 | torch.compile chain |" in verdict
     assert "| -33% | 50% |" in verdict and "| 5 | REGRESSION |" in verdict
-    assert "Verdict: REGRESSION, 4 of 16 groups slowed by more than allowed (30% or more)." in verdict
+    assert "Verdict: REGRESSION, 4 of 20 groups slowed by more than allowed (30% or more)." in verdict
     assert len(verdict.splitlines()) < 15  # a short table, not a traceback
 
 
