@@ -43,10 +43,6 @@ inline OptTensor contiguous(const OptTensor& t) {
   return t ? OptTensor(torch::stable::contiguous(*t)) : std::nullopt;
 }
 
-inline ScalarType accumulation_type(const Tensor& v) {
-  return v.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
-}
-
 // Forward(loss, v, u, weak, mid, coefs) and Backward(grad_v, grad_mid, grad, v, u, weak, mid, coefs) take
 // contiguous operands.
 using W2SForward = void (*)(Tensor, Tensor, Tensor, OptTensor, OptTensor, Tensor);

@@ -73,6 +73,11 @@ inline std::string dtype_name(ScalarType t) {
   }
 }
 
+// The dtype the kernels compute in (and w2s_loss returns): float64 for float64, float32 otherwise.
+inline ScalarType accumulation_type(const Tensor& v) {
+  return v.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+}
+
 inline bool same_sizes(const Tensor& a, const Tensor& b) {
   if (a.dim() != b.dim()) return false;
   for (int64_t d = 0; d < a.dim(); ++d)

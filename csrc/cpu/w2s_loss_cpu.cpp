@@ -39,10 +39,6 @@ W2SParams params(const Tensor& v, const Tensor& u, const OptTensor& weak, const 
           (n + kW2SChunk - 1) / kW2SChunk};
 }
 
-ScalarType accumulation_type(const Tensor& v) {
-  return v.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
-}
-
 template <typename T>
 void run_forward(const W2SParams& p, double* partial) {
   switch (capability()) {
