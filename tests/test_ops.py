@@ -111,6 +111,39 @@ def test_results_are_deterministic_bit_for_bit_at_any_thread_count(dtype):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_simd_rounding_to_16_bits_matches_torch_on_special_values(capability, dtype):
+    """The SIMD body rounds its float32 results to 16 bits as the scalar path (c10's conversion) does:
+    nearest even, overflow to inf, NaN as c10 writes it. (The AVX2 build once
+    checked NaN with a vector compare that GCC turned into 16 scalar compares; this pins the bits of
+    its replacement.)"""
+    big, nan, inf = torch.finfo(dtype).max, float("nan"), float("inf")
+    c = torch.cat([torch.tensor([[nan, -nan, inf, -inf, big, -big, 0.0, -0.0, 1.0, -1.5]]),
+                   torch.randn(1, 300, generator=torch.Generator().manual_seed(7))], 1).to(dtype)
+    u = torch.cat([torch.tensor([[0.0, 0.0, inf, 0.0, -big, big, 0.0, 0.0, 1.0, -1.5]]),
+                   torch.randn(1, 300, generator=torch.Generator().manual_seed(8))], 1).to(dtype)
+    weights = torch.tensor([1.0 / 3.0, 0.0])  # 1/3 makes inexact products, so most outputs round
+    previous = torch.ops.sgg._cpu_capability()
+    try:
+        torch.ops.sgg._set_cpu_capability(capability)
+    except RuntimeError:
+        pytest.skip(f"this CPU lacks {capability}")
+    try:
+        out = torch.ops.sgg.guide(c, u, None, weights)
+    finally:
+        torch.ops.sgg._set_cpu_capability(previous)
+    assert out[0, :6].isnan().tolist() == [True, True, True, False, False, False]  # inf - inf is NaN
+    assert out[0, 3:6].tolist() == [-inf, inf, -inf]  # big + (big - (-big)) / 3 overflows
+    every_other = (lambda t: torch.stack([t, t], -1)[..., 0])  # not dense: the scalar strided walk
+    scalar = torch.ops.sgg.guide(every_other(c), every_other(u), None, weights)
+    assert torch.equal(out.view(torch.int16), scalar.view(torch.int16))
+    if dtype == torch.bfloat16:  # c10::BFloat16 drops the NaN's sign and payload (c10::Half keeps the sign)
+        assert (out[0, :3].view(torch.int16) == 0x7FC0).all()
+    rounded_by_torch = torch.ops.sgg.guide(c.float(), u.float(), None, weights).to(dtype)  # same float32 math
+    assert torch.equal(out[0, 3:].view(torch.int16), rounded_by_torch[0, 3:].view(torch.int16))
+
+
 def test_python_wrappers_accept_floats_and_tensors():
     g = torch.Generator().manual_seed(4)
     x, c, u, w = (make((2, 3, 5), torch.float32, gen=g) for _ in range(4))

@@ -29,6 +29,7 @@ inline namespace CPU_CAPABILITY {
 typedef float F32x16 __attribute__((vector_size(64)));
 typedef double F64x8 __attribute__((vector_size(64)));
 typedef uint32_t U32x16 __attribute__((vector_size(64)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
 typedef uint16_t U16x16 __attribute__((vector_size(32)));
 
 template <typename A>
@@ -68,7 +69,10 @@ inline F32x16 bf16_to_float(const c10::BFloat16* p) {
 inline void float_to_bf16(c10::BFloat16* p, F32x16 f) {
   const U32x16 bits = (U32x16)f;
   const U32x16 rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
-  const U32x16 is_nan = (U32x16)(f != f);  // all ones where NaN
+  // All ones where NaN: the sign of 0x7F800000 - |f|'s bits, spread by an arithmetic shift. Branch- and
+  // compare-free because GCC lowers a compare of 64-byte vectors (`f != f`, or on the integer bits) to
+  // 16 scalar compares per vector under -mavx2, which made the AVX2 bf16 kernels 2x slower.
+  const U32x16 is_nan = (U32x16)((I32x16)(0x7F800000u - (bits & 0x7FFFFFFFu)) >> 31);
   store_unaligned(p, __builtin_convertvector((rounded & ~is_nan) | (0x7FC0u & is_nan), U16x16));
 }
 
