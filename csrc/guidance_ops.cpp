@@ -2,6 +2,7 @@
 // the internal sgg::_launch. The CUDA kernels are in the CUDA library (cuda/cuda_ops.cpp).
 #include "cpu/guidance_cpu.h"
 #include "op_kernels.h"
+#include "twins.h"
 
 namespace sgg {
 namespace {
@@ -18,8 +19,8 @@ void launch_cpu(std::string backend, Tensor out, OptTensor x, Tensor cond, OptTe
 }  // namespace sgg
 
 STABLE_TORCH_LIBRARY_IMPL(sgg, CPU, m) {
-  m.impl("guide", TORCH_BOX(&sgg::guide_kernel<&sgg::cpu::guided_step_cpu>));
-  m.impl("guided_step", TORCH_BOX(&sgg::guided_step_kernel<&sgg::cpu::guided_step_cpu>));
-  m.impl("guided_step_", TORCH_BOX(&sgg::guided_step__kernel<&sgg::cpu::guided_step_cpu>));
+  sgg::impl_with_twin(m, "guide", TORCH_BOX(&sgg::guide_kernel<&sgg::cpu::guided_step_cpu>));
+  sgg::impl_with_twin(m, "guided_step", TORCH_BOX(&sgg::guided_step_kernel<&sgg::cpu::guided_step_cpu>));
+  sgg::impl_with_twin(m, "guided_step_", TORCH_BOX(&sgg::guided_step__kernel<&sgg::cpu::guided_step_cpu>));
   m.impl("_launch", TORCH_BOX(&sgg::launch_cpu));
 }

@@ -1,7 +1,8 @@
 // The public ops' device kernels, written once and instantiated per device: each checks the call
 // (checks.cpp), allocates the output and hands the operands to a launcher of that device. The core
 // library registers them for CPU (guidance_ops.cpp, w2s_loss_ops.cpp), the CUDA library for CUDA
-// (cuda/cuda_ops.cpp). Autograd and the traced (fake) kernels are registered from Python.
+// (cuda/cuda_ops.cpp), each also for the op's twin (twins.h). Autograd and the traced (fake) kernels are
+// registered from Python.
 #pragma once
 #include <tuple>
 #include <vector>

@@ -6,26 +6,29 @@
 //
 // What the stable ABI cannot express is registered by `import sgg_kernels`: autograd
 // (sgg_kernels/ops.py, sgg_kernels/w2s_loss.py), guided_step_'s version bump, and the traced (fake)
-// kernels with symbolic sizes (sgg_kernels/fake_kernels.py).
+// kernels with symbolic sizes (sgg_kernels/fake_kernels.py). Until then, library_only_autograd.cpp
+// refuses the calls that need a graph.
 #include "overlap.h"
 #include "stable_tensor.h"
+#include "twins.h"
 
+// The public ops are defined with their twins (twins.h), for processes that load only the library.
 STABLE_TORCH_LIBRARY(sgg, m) {
   // guide = cond + w[0] * (cond - uncond) + w[1] * (cond - weak); weights float32 [2] or [B, 2].
-  m.def("guide(Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights) -> Tensor");
+  sgg::def_with_twin(m, "guide", "(Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights) -> Tensor");
   // x_next = step[0] * x + step[1] * guide(...); step float32 [2] or [B, 2]. With noise (a stochastic
   // step), x_next = step[0] * x + step[1] * guide(...) + step[2] * noise; step [3] or [B, 3]. noise comes
   // last with a default, so calls, TorchScript modules and AOTInductor packages made without it still run.
-  m.def("guided_step(Tensor x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step, "
-        "Tensor? noise=None) -> Tensor");
+  sgg::def_with_twin(m, "guided_step", "(Tensor x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, "
+                     "Tensor step, Tensor? noise=None) -> Tensor");
   // Returns nothing: torch.compile functionalizes mutating custom ops only when they return no alias.
-  m.def("guided_step_(Tensor(a!) x, Tensor cond, Tensor? uncond, Tensor? weak, Tensor weights, Tensor step, "
-        "Tensor? noise=None) -> ()");
+  sgg::def_with_twin(m, "guided_step_", "(Tensor(a!) x, Tensor cond, Tensor? uncond, Tensor? weak, "
+                     "Tensor weights, Tensor step, Tensor? noise=None) -> ()");
   // Per-sample training losses [B]; coefs = (lam, rho_vm, rho_mu), float32 [3] or [B, 3].
-  m.def("w2s_loss(Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> Tensor");
+  sgg::def_with_twin(m, "w2s_loss", "(Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> Tensor");
   // grad_mid comes back with shape [0] when mid is absent: a schema cannot return an optional tensor.
-  m.def("w2s_loss_backward(Tensor grad, Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs)"
-        " -> (Tensor, Tensor)");
+  sgg::def_with_twin(m, "w2s_loss_backward",
+                     "(Tensor grad, Tensor v, Tensor u, Tensor? weak, Tensor? mid, Tensor coefs) -> (Tensor, Tensor)");
 
   // Internal. Direct calls of one compiled backend (no argument checks beyond memory safety), for
   // tests and benchmarks: backend is "cpu" (CPU tensors) or "cuda" (CUDA tensors).

@@ -175,8 +175,9 @@ def _guided_step__inplace_or_view(keyset, x, *rest):
     torch.autograd.graph.increment_version(x)
 
 
-# Registered from Python because LibTorch's stable ABI has no autograd or ADInplaceOrView API; a process
-# that loads only the C++ libraries has the CPU/CUDA kernels without these (docs/ops.md).
+# Registered from Python because LibTorch's stable ABI has no autograd or ADInplaceOrView API. They replace
+# the library's own Autograd kernels, which in a process that loads only the C++ libraries refuse the
+# calls that need a graph (csrc/library_only_autograd.cpp, docs/ops.md).
 _lib = torch.library.Library("sgg", "IMPL")
 _lib.impl("guide", _guide_autograd, "Autograd")
 _lib.impl("guided_step", _guided_step_autograd, "Autograd")

@@ -59,28 +59,36 @@ def test_x_that_is_cond_itself_still_runs_in_place():
     torch.testing.assert_close(x.double(), expected)
 
 
-# Item 11, after the stable-ABI port: a process that loads only the library has no autograd for the ops
-# (the stable ABI cannot query requires_grad or redispatch below autograd), so torch's fallback warns at
-# backward, for every op that Python gives autograd; `import sgg_kernels` restores the gradients.
+# Item 11: a process that loads only the library refuses, naming the input and the fix, every call whose
+# inputs need a graph (torch's fallback would warn at backward and leave the gradient None); without a
+# graph the ops run; `import sgg_kernels` registers the autograd formulas in their place.
 LIBRARY_ONLY_AUTOGRAD = """
 import sys, warnings, torch
 torch.ops.load_library({path!r})
-def warned(call, op):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+def refused(call, op, name):
+    try:
         call()
-    assert any(op in str(w.message) and "autograd kernel was not registered" in str(w.message) for w in caught), \\
-        [str(w.message) for w in caught]
+    except RuntimeError as e:
+        assert str(e).startswith(f"sgg.{{op}}: {{name}} requires grad") and "import it" in str(e), str(e)
+        return
+    raise AssertionError(f"sgg.{{op}} ran on an input that needs a graph")
 c = torch.randn(2, 3, requires_grad=True)
-w = torch.tensor([0.5, 0.25])
-warned(lambda: torch.ops.sgg.guide(c, None, None, w).sum().backward(), "sgg::guide")
-warned(lambda: torch.ops.sgg.guided_step(torch.randn(2, 3), c, None, None, w, w).sum().backward(), "sgg::guided_step")
-v = torch.randn(2, 3, requires_grad=True)
+w, x, v = torch.tensor([0.5, 0.25]), torch.randn(2, 3), torch.randn(2, 3, requires_grad=True)
 coefs = torch.tensor([1.0, 0.5, 0.0])
-warned(lambda: torch.ops.sgg.w2s_loss(v, torch.randn(2, 3), None, None, coefs).sum().backward(), "sgg::w2s_loss")
-assert c.grad is None and v.grad is None
-with torch.no_grad():  # no graph needed: it runs
-    assert torch.ops.sgg.guide(c, None, None, w).shape == (2, 3)
+refused(lambda: torch.ops.sgg.guide(c, None, None, w), "guide", "cond")
+refused(lambda: torch.ops.sgg.guided_step(x, x, c, None, w, w), "guided_step", "uncond")
+before = x.clone()
+refused(lambda: torch.ops.sgg.guided_step_(x, x, None, c, w, w), "guided_step_", "weak")
+assert torch.equal(x, before)  # refused before anything is written
+refused(lambda: torch.ops.sgg.w2s_loss(v, x, None, None, coefs), "w2s_loss", "v")
+refused(lambda: torch.ops.sgg.w2s_loss_backward(torch.ones(2), x, x, None, v, coefs), "w2s_loss_backward", "mid")
+with torch.no_grad():  # no graph needed: it runs, and equals the formula
+    assert torch.equal(torch.ops.sgg.guide(c, x, None, w), c + 0.5 * (c - x))
+try:  # the argument checks still name the argument
+    torch.ops.sgg.guide(x, None, None, torch.tensor([1.0]))
+    raise AssertionError("bad weights accepted")
+except RuntimeError as e:
+    assert str(e).startswith("sgg.guide: weights must have shape"), str(e)
 assert "sgg_kernels" not in sys.modules
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -92,7 +100,7 @@ print("ok")
 """
 
 
-def test_library_only_process_warns_at_backward_and_import_restores_autograd():
+def test_library_only_process_refuses_autograd_and_import_restores_it():
     script = textwrap.dedent(LIBRARY_ONLY_AUTOGRAD.format(path=sgg_kernels.library_path()))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=300, cwd="/")

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../op_kernels.h"
+#include "../twins.h"
 #include "../params_from_tensors.h"
 #include "../runtime_settings.h"
 #include "guidance_cuda.h"
@@ -86,10 +87,11 @@ const bool kNoted = (sgg_note_cuda_library_loaded(), true);
 }  // namespace sgg
 
 STABLE_TORCH_LIBRARY_IMPL(sgg, CUDA, m) {
-  m.impl("guide", TORCH_BOX(&sgg::guide_kernel<&sgg::run_cuda>));
-  m.impl("guided_step", TORCH_BOX(&sgg::guided_step_kernel<&sgg::run_cuda>));
-  m.impl("guided_step_", TORCH_BOX(&sgg::guided_step__kernel<&sgg::run_cuda>));
+  sgg::impl_with_twin(m, "guide", TORCH_BOX(&sgg::guide_kernel<&sgg::run_cuda>));
+  sgg::impl_with_twin(m, "guided_step", TORCH_BOX(&sgg::guided_step_kernel<&sgg::run_cuda>));
+  sgg::impl_with_twin(m, "guided_step_", TORCH_BOX(&sgg::guided_step__kernel<&sgg::run_cuda>));
   m.impl("_launch", TORCH_BOX(&sgg::launch_cuda));
-  m.impl("w2s_loss", TORCH_BOX(&sgg::w2s_loss_kernel<&sgg::w2s_forward_cuda>));
-  m.impl("w2s_loss_backward", TORCH_BOX(&sgg::w2s_loss_backward_kernel<&sgg::w2s_backward_cuda>));
+  sgg::impl_with_twin(m, "w2s_loss", TORCH_BOX(&sgg::w2s_loss_kernel<&sgg::w2s_forward_cuda>));
+  sgg::impl_with_twin(m, "w2s_loss_backward",
+                      TORCH_BOX(&sgg::w2s_loss_backward_kernel<&sgg::w2s_backward_cuda>));
 }
