@@ -45,7 +45,8 @@ $(OLD_VENV)/.deps:
 # What test-wheel runs with the wheel installed next to torch 2.13: the stable-ABI checks, the installed
 # package itself (wheel tag, requirements, one `generate` batch), the ops against the float64 reference,
 # autograd with opcheck and torch.compile, the in-place version bump, torch.export, a process that loads
-# only the library, sample(), and `python -m sgg_kernels.bench --tiny`.
+# only the library (its ops, and its refusal of calls that need a graph), sample(), and
+# `python -m sgg_kernels.bench --tiny`.
 WHEEL_TESTS := \
 	tests/test_stable_abi.py \
 	tests/test_packaging.py::test_the_installed_package_is_the_abi3_wheel \
@@ -58,6 +59,7 @@ WHEEL_TESTS := \
 	tests/test_autograd_compile.py \
 	tests/test_autograd_reliability.py::test_in_place_bumps_the_version_so_autograd_sees_the_write \
 	tests/test_reliability_round2.py::test_exported_program_called_with_another_weights_form_fails_its_guard_as_documented \
+	tests/test_reliability_round2.py::test_library_only_process_refuses_autograd_and_import_restores_it \
 	tests/test_sampler.py::test_segmented_guidance_matches_a_plain_loop \
 	tests/test_bench_cli.py::test_tiny_run_from_outside_the_repository
 

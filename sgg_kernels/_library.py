@@ -7,6 +7,7 @@ its floor on, and other processes can load them without this package:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -92,3 +93,14 @@ def load() -> None:
             torch.ops.load_library(lib)
         except OSError as e:
             raise ImportError(f"sgg_kernels: could not load {lib} ({e}); rebuild it with: {_BUILD}") from e
+
+
+@contextlib.contextmanager
+def replacing_library_autograd():
+    """For registering the Python autograd kernels over the library's own (which, where this package is
+    not imported, refuse calls that need a graph: csrc/library_only_autograd.cpp). Some torch releases
+    (2.13) warn at this expected replacement, "Overriding a previously registered kernel", once per
+    process; only that warning, for sgg ops, is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*Overriding a previously registered kernel.*operator: sgg::")
+        yield

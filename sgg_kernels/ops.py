@@ -18,6 +18,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
+from ._library import replacing_library_autograd
 from .reference import accumulation_dtype, guided_step_reference, per_sample
 
 
@@ -179,9 +180,10 @@ def _guided_step__inplace_or_view(keyset, x, *rest):
 # the library's own Autograd kernels, which in a process that loads only the C++ libraries refuse the
 # calls that need a graph (csrc/library_only_autograd.cpp, docs/ops.md).
 _lib = torch.library.Library("sgg", "IMPL")
-_lib.impl("guide", _guide_autograd, "Autograd")
-_lib.impl("guided_step", _guided_step_autograd, "Autograd")
-_lib.impl("guided_step_", _guided_step__autograd, "Autograd", with_keyset=True)
+with replacing_library_autograd():
+    _lib.impl("guide", _guide_autograd, "Autograd")
+    _lib.impl("guided_step", _guided_step_autograd, "Autograd")
+    _lib.impl("guided_step_", _guided_step__autograd, "Autograd", with_keyset=True)
 _lib.impl("guided_step_", _guided_step__inplace_or_view, "ADInplaceOrView", with_keyset=True)
 
 

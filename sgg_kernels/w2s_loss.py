@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import backends
+from ._library import replacing_library_autograd
 from .ops import as_coefficients
 from .reference import accumulation_dtype, w2s_loss_grads_reference, w2s_loss_reference
 
@@ -110,9 +111,10 @@ def _double_backward(ctx, grad_v, grad_mid):
     raise RuntimeError("sgg.w2s_loss: double backward (create_graph=True through the loss) is not supported")
 
 
-torch.library.register_autograd("sgg::w2s_loss", _backward, setup_context=_setup_context)
-# Registered so that a second-order use fails loudly instead of silently treating grads as constants.
-torch.library.register_autograd("sgg::w2s_loss_backward", _double_backward)
+with replacing_library_autograd():
+    torch.library.register_autograd("sgg::w2s_loss", _backward, setup_context=_setup_context)
+    # Registered so that a second-order use fails loudly instead of silently treating grads as constants.
+    torch.library.register_autograd("sgg::w2s_loss_backward", _double_backward)
 # Under autocast the loss runs in float32, the policy autocast applies to mse_loss.
 for _device in ("cpu", "cuda"):
     torch.library.register_autocast("sgg::w2s_loss", _device, torch.float32)
