@@ -6,7 +6,7 @@
 //  - refuses an input that needs a graph, naming it and the fix, before anything is written;
 //  - runs the op's argument checks, whose messages a dispatcher call would only print;
 //  - then calls the op's twin (twins.h), which the dispatcher runs below autograd.
-// Measured cost per call on the 2-core CI machine: docs/ops.md, "Installing, ABI and torch versions".
+// What that costs a call: docs/design.md, "Dispatch keys: who does what" (benchmarks/call_overhead.py).
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 
 #include <array>

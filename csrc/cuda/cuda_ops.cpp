@@ -10,9 +10,9 @@
 #include <string>
 
 #include "../op_kernels.h"
-#include "../twins.h"
 #include "../params_from_tensors.h"
 #include "../runtime_settings.h"
+#include "../twins.h"
 #include "guidance_cuda.h"
 
 namespace sgg {
