@@ -3,7 +3,6 @@ in one pass, with step (s0, s1, s2) of shape [3] or [B, 3]; against the float64 
 layout and SIMD build, with autograd, torch.compile, torch.export and AOTInductor; calls without noise
 are unchanged."""
 import os
-import platform
 import sys
 
 import pytest
@@ -202,7 +201,8 @@ def test_modules_saved_with_the_schema_before_noise_still_run():
 
     scripted = torch.jit.load(os.path.join(OLD, "step.pt"))
     packaged = None
-    if torch.__version__.split("+")[0] == "2.14.1" and platform.machine() == "x86_64":  # what compiled it
+    # What compiled it: torch 2.14.1 for x86-64 with AVX2 (an AVX-512 build of it died of SIGILL on AVX2-only CPUs).
+    if torch.__version__.split("+")[0] == "2.14.1" and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         packaged = torch._inductor.aoti_load_package(os.path.join(OLD, "guided.pt2"))
     for batch in (1, 3):
         x, c, u, w, shared, weights, step = example_inputs(batch, seed=batch)
