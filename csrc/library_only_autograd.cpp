@@ -60,24 +60,26 @@ Tensor guide(Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights) {
   return to<Tensor>(stack[0]);
 }
 
+// guided_step and guided_step_ (in_place: x is written) take the same arguments.
+std::array<StableIValue, 7> checked_step(const char* op, bool in_place, const Tensor& x, const Tensor& cond,
+                                         const OptTensor& uncond, const OptTensor& weak, const Tensor& weights,
+                                         const Tensor& step, const OptTensor& noise) {
+  refuse_graph(op, {{"x", x}, {"cond", cond}, {"uncond", uncond}, {"weak", weak}, {"weights", weights},
+                    {"step", step}, {"noise", noise}});
+  check_guidance_args(op, &x, cond, uncond, weak, weights, &step, noise, in_place);
+  return {from(x), from(cond), from(uncond), from(weak), from(weights), from(step), from(noise)};
+}
+
 Tensor guided_step(Tensor x, Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights, Tensor step,
                    OptTensor noise) {
-  refuse_graph("guided_step", {{"x", x}, {"cond", cond}, {"uncond", uncond}, {"weak", weak}, {"weights", weights},
-                               {"step", step}, {"noise", noise}});
-  check_guidance_args("guided_step", &x, cond, uncond, weak, weights, &step, noise, false);
-  std::array<StableIValue, 7> stack{from(x), from(cond), from(uncond), from(weak), from(weights), from(step),
-                                    from(noise)};
+  auto stack = checked_step("guided_step", false, x, cond, uncond, weak, weights, step, noise);
   call_twin("guided_step", stack);
   return to<Tensor>(stack[0]);
 }
 
 void guided_step_(Tensor x, Tensor cond, OptTensor uncond, OptTensor weak, Tensor weights, Tensor step,
                   OptTensor noise) {
-  refuse_graph("guided_step_", {{"x", x}, {"cond", cond}, {"uncond", uncond}, {"weak", weak},
-                                {"weights", weights}, {"step", step}, {"noise", noise}});
-  check_guidance_args("guided_step_", &x, cond, uncond, weak, weights, &step, noise, true);
-  std::array<StableIValue, 7> stack{from(x), from(cond), from(uncond), from(weak), from(weights), from(step),
-                                    from(noise)};
+  auto stack = checked_step("guided_step_", true, x, cond, uncond, weak, weights, step, noise);
   call_twin("guided_step_", stack);
 }
 

@@ -1,6 +1,9 @@
 """Operand factories and the dtype-tied error bound shared by the op tests."""
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 import torch
 
 from sgg_kernels.reference import guided_step_reference, per_sample
@@ -58,6 +61,21 @@ def assert_matches_reference(out, x, cond, uncond, weak, weights, step, ulps=1.0
     assert out.shape == exact.shape and out.dtype == cond.dtype
     worst = (err - bound).max().item() if err.numel() else 0.0
     assert bool((err <= bound).all()), f"max error {err.max().item():.3g} exceeds bound by {worst:.3g}"
+
+
+@contextlib.contextmanager
+def simd_build(name):
+    """Runs the block with the CPU SIMD build `name` selected, then restores the previous one; skips the
+    test where this processor lacks it."""
+    previous = torch.ops.sgg._cpu_capability()
+    try:
+        torch.ops.sgg._set_cpu_capability(name)
+    except RuntimeError:
+        pytest.skip(f"this CPU lacks {name}")
+    try:
+        yield
+    finally:
+        torch.ops.sgg._set_cpu_capability(previous)
 
 
 def available_capabilities():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import sgg_kernels  # noqa: F401  (registers torch.ops.sgg)
-from helpers import DTYPES, LAYOUTS, assert_matches_reference, available_capabilities, coefficients, make
+from helpers import (DTYPES, LAYOUTS, assert_matches_reference, available_capabilities, coefficients, make,
+                     simd_build)
 
 SHAPES = [(1, 7), (3, 5, 7), (2, 4, 9, 11), (1, 3, 2, 5, 6), (2, 16, 33, 17), (0, 4), (3, 0, 2)]
 PRESENCE = list(itertools.product((True, False), repeat=2))  # (uncond present, weak present)
@@ -69,30 +70,20 @@ def test_in_place_may_alias_cond():
 @pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_each_simd_build_matches_reference(capability, dtype):
-    previous = torch.ops.sgg._cpu_capability()
-    try:
-        torch.ops.sgg._set_cpu_capability(capability)
-    except RuntimeError:
-        pytest.skip(f"this CPU lacks {capability}")
-    try:
+    with simd_build(capability):
         for has_u, has_w in PRESENCE:
             x, c, u, w, weights, step = operands((3, 4, 37, 5), dtype, "contiguous", has_u, has_w, True, seed=3)
             out = torch.ops.sgg.guided_step(x, c, u, w, weights, step)
             assert_matches_reference(out, x, c, u, w, weights, step)
-    finally:
-        torch.ops.sgg._set_cpu_capability(previous)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_simd_build_gives_the_same_bits(dtype):
     x, c, u, w, weights, step = operands((3, 4, 37, 5), dtype, "contiguous", True, True, True, seed=6)
-    previous, results = torch.ops.sgg._cpu_capability(), []
-    try:
-        for name in available_capabilities():
-            torch.ops.sgg._set_cpu_capability(name)
+    results = []
+    for name in available_capabilities():
+        with simd_build(name):
             results.append(torch.ops.sgg.guided_step(x, c, u, w, weights, step))
-    finally:
-        torch.ops.sgg._set_cpu_capability(previous)
     for other in results[1:]:
         assert torch.equal(results[0], other)
 
@@ -124,15 +115,8 @@ def test_simd_rounding_to_16_bits_matches_torch_on_special_values(capability, dt
     u = torch.cat([torch.tensor([[0.0, 0.0, inf, 0.0, -big, big, 0.0, 0.0, 1.0, -1.5]]),
                    torch.randn(1, 300, generator=torch.Generator().manual_seed(8))], 1).to(dtype)
     weights = torch.tensor([1.0 / 3.0, 0.0])  # 1/3 makes inexact products, so most outputs round
-    previous = torch.ops.sgg._cpu_capability()
-    try:
-        torch.ops.sgg._set_cpu_capability(capability)
-    except RuntimeError:
-        pytest.skip(f"this CPU lacks {capability}")
-    try:
+    with simd_build(capability):
         out = torch.ops.sgg.guide(c, u, None, weights)
-    finally:
-        torch.ops.sgg._set_cpu_capability(previous)
     assert out[0, :6].isnan().tolist() == [True, True, True, False, False, False]  # inf - inf is NaN
     assert out[0, 3:6].tolist() == [-inf, inf, -inf]  # big + (big - (-big)) / 3 overflows
     every_other = (lambda t: torch.stack([t, t], -1)[..., 0])  # not dense: the scalar strided walk

@@ -12,7 +12,7 @@ import sgg_kernels  # noqa: F401
 from sgg_kernels.reference import w2s_loss_grads_reference, w2s_loss_reference
 from sgg_kernels.training import OPERANDS, W2SLoss
 from sgg_kernels.w2s_loss import launchers
-from helpers import available_capabilities
+from helpers import available_capabilities, simd_build
 
 # lam and rho exact in float32 (coefs are float32 by contract), so float64 results compare at 1e-10.
 LAM, RHO, LOW, HIGH = 0.75, 0.25, 0.2, 0.8
@@ -140,28 +140,24 @@ def test_cpu_loss_does_not_depend_on_the_thread_count():
 @pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
 def test_each_simd_build_matches_the_reference_at_any_thread_count(capability, dtype):
-    previous, threads = torch.ops.sgg._cpu_capability(), torch.get_num_threads()
-    try:
-        torch.ops.sgg._set_cpu_capability(capability)
-    except RuntimeError:
-        pytest.skip(f"this CPU lacks {capability}")
-    try:
-        v, u, weak, mid, coefs = op_args(dtype, shape=(3, 9000 + 7), seed=4)  # chunks, a vector body and a tail
-        grad = torch.rand(3, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-        torch.set_num_threads(1)
-        loss = torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs)
-        grads = torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)
-        tol = TOL.get(dtype, dict(rtol=2e-2, atol=1e-2))
-        torch.testing.assert_close(loss.double(), w2s_loss_reference(v, u, weak, mid, coefs), **TOL[torch.float32]
-                                   if dtype != torch.float64 else TOL[dtype])
-        for got, want in zip(grads, w2s_loss_grads_reference(grad, v, u, weak, mid, coefs)):
-            torch.testing.assert_close(got.double(), want, **tol)
-        torch.set_num_threads(max(2, threads))
-        assert torch.equal(loss, torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs))
-        assert all(map(torch.equal, grads, torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)))
-    finally:
-        torch.ops.sgg._set_cpu_capability(previous)
-        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    with simd_build(capability):
+        try:
+            v, u, weak, mid, coefs = op_args(dtype, shape=(3, 9000 + 7), seed=4)  # chunks, a vector body and a tail
+            grad = torch.rand(3, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+            torch.set_num_threads(1)
+            loss = torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs)
+            grads = torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)
+            tol = TOL.get(dtype, dict(rtol=2e-2, atol=1e-2))
+            torch.testing.assert_close(loss.double(), w2s_loss_reference(v, u, weak, mid, coefs), **TOL[torch.float32]
+                                       if dtype != torch.float64 else TOL[dtype])
+            for got, want in zip(grads, w2s_loss_grads_reference(grad, v, u, weak, mid, coefs)):
+                torch.testing.assert_close(got.double(), want, **tol)
+            torch.set_num_threads(max(2, threads))
+            assert torch.equal(loss, torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs))
+            assert all(map(torch.equal, grads, torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)))
+        finally:
+            torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -169,14 +165,11 @@ def test_every_simd_build_gives_the_same_bits(dtype):
     # One logical vector width (64 bytes) in every build, so even the lane order of the sums agrees.
     v, u, weak, mid, coefs = op_args(dtype, shape=(3, 9000 + 7), seed=5)
     grad = torch.rand(3, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-    previous, results = torch.ops.sgg._cpu_capability(), []
-    try:
-        for name in available_capabilities():
-            torch.ops.sgg._set_cpu_capability(name)
+    results = []
+    for name in available_capabilities():
+        with simd_build(name):
             results.append((torch.ops.sgg.w2s_loss(v, u, weak, mid, coefs),
                             *torch.ops.sgg.w2s_loss_backward(grad, v, u, weak, mid, coefs)))
-    finally:
-        torch.ops.sgg._set_cpu_capability(previous)
     for other in results[1:]:
         assert all(map(torch.equal, results[0], other))
 
