@@ -6,6 +6,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
+#include <array>
 
 #include "vec_lanes.h"
 #include "w2s_loss_params.h"
@@ -35,8 +36,7 @@ void w2s_forward_pass(const W2SParams& p, double* partial) {
     const float* k = p.coefs + s * p.coef_stride;
     const acc_t lam = k[0], rho_vm = k[1], rho_mu = k[2];
     const Vec v_lam = broadcast<Vec>(lam), v_rho_vm = broadcast<Vec>(rho_vm), v_rho_mu = broadcast<Vec>(rho_mu);
-    typename L::Pack sums;
-    sums.fill(broadcast<Vec>(acc_t(0)));
+    std::array<LaneSums<Vec>, L::kParts> sums;
     int64_t i = begin;
     for (; i + L::kWidth <= end; i += L::kWidth) {
       const auto vv = L::load(v + i), uu = L::load(u + i);
@@ -44,12 +44,11 @@ void w2s_forward_pass(const W2SParams& p, double* partial) {
       if constexpr (kWeak) ww = L::load(weak + i);
       if constexpr (kMid) mm = L::load(mid + i);
       for (int part = 0; part < L::kParts; ++part)
-        sums[part] = sums[part] + w2s_error<kWeak, kMid>(vv[part], uu[part], ww[part], mm[part], v_lam, v_rho_vm,
-                                                          v_rho_mu);
+        sums[part].add(w2s_error<kWeak, kMid>(vv[part], uu[part], ww[part], mm[part], v_lam, v_rho_vm, v_rho_mu));
     }
     acc_t sum = 0;  // lanes added in lane order, the same in every build
-    for (const Vec& lanes : sums)
-      for (int lane = 0; lane < L::kVecLanes; ++lane) sum += lanes[lane];
+    for (const auto& lanes : sums)
+      for (int lane = 0; lane < L::kVecLanes; ++lane) sum += lanes.lane(lane);
     for (; i < end; ++i)
       sum += w2s_error<kWeak, kMid>(acc_t(v[i]), acc_t(u[i]), kWeak ? acc_t(weak[i]) : acc_t(0),
                                     kMid ? acc_t(mid[i]) : acc_t(0), lam, rho_vm, rho_mu);
