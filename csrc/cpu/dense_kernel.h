@@ -16,42 +16,50 @@ inline namespace CPU_CAPABILITY {
 // SD3-1024 latent ([2,16,128,128], 512K elements) still spreads over every core.
 constexpr int64_t kGrain = 1 << 16;
 
+// Elements [begin, end) of one task. The operand pointers are this function's locals, not references
+// captured by a lambda: the vector stores are memcpy's, which may alias any object, so GCC reloaded
+// every captured pointer (two loads each) in every iteration of the vector loop.
 template <typename T, bool kU, bool kW, Step kS>
-void dense_pass(const GuidanceParams& p) {
+void dense_task(const GuidanceParams& p, int64_t begin, int64_t end) {
   using L = Lanes<T>;
   using acc_t = typename L::acc_t;
   using Vec = typename L::Vec;
   constexpr bool kX_ = kS != Step::kNone, kN = kS == Step::kNoisy;
-  T* out = static_cast<T*>(p.data[kOut]);
-  const T* x = static_cast<const T*>(p.data[kX]);
-  const T* cond = static_cast<const T*>(p.data[kCond]);
-  const T* uncond = static_cast<const T*>(p.data[kUncond]);
-  const T* weak = static_cast<const T*>(p.data[kWeak]);
-  const T* noise = static_cast<const T*>(p.data[kNoise]);
-  torch::stable::parallel_for(0, p.batch * p.per_sample, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end;) {
-      // Coefficients are read once per sample (per sample and task, at a task boundary).
-      const int64_t s = i / p.per_sample;
-      const int64_t stop = std::min(end, (s + 1) * p.per_sample);
-      const Coefs<acc_t> k = coefficients<kS, acc_t>(p, s);
-      const Coefs<Vec> vk{broadcast<Vec>(k.w_u), broadcast<Vec>(k.w_w), broadcast<Vec>(k.a), broadcast<Vec>(k.b),
-                          broadcast<Vec>(k.c)};
-      for (; i + L::kWidth <= stop; i += L::kWidth) {
-        typename L::Pack xv{}, u{}, wk{}, n{}, r;
-        const auto c = L::load(cond + i);
-        if constexpr (kX_) xv = L::load(x + i);
-        if constexpr (kU) u = L::load(uncond + i);
-        if constexpr (kW) wk = L::load(weak + i);
-        if constexpr (kN) n = L::load(noise + i);
-        for (int j = 0; j < L::kParts; ++j) r[j] = guided_value<kU, kW, kS>(xv[j], c[j], u[j], wk[j], n[j], vk);
-        L::store(out + i, r);
-      }
-      const auto at = [&](const T* ptr, bool present, int64_t e) { return present ? acc_t(ptr[e]) : acc_t(0); };
-      for (; i < stop; ++i)
-        out[i] = T(guided_value<kU, kW, kS>(at(x, kX_, i), acc_t(cond[i]), at(uncond, kU, i), at(weak, kW, i),
-                                            at(noise, kN, i), k));
+  T* const out = static_cast<T*>(p.data[kOut]);
+  const T* const x = static_cast<const T*>(p.data[kX]);
+  const T* const cond = static_cast<const T*>(p.data[kCond]);
+  const T* const uncond = static_cast<const T*>(p.data[kUncond]);
+  const T* const weak = static_cast<const T*>(p.data[kWeak]);
+  const T* const noise = static_cast<const T*>(p.data[kNoise]);
+  const int64_t per_sample = p.per_sample;
+  for (int64_t i = begin; i < end;) {
+    // Coefficients are read once per sample (per sample and task, at a task boundary).
+    const int64_t s = i / per_sample;
+    const int64_t stop = std::min(end, (s + 1) * per_sample);
+    const Coefs<acc_t> k = coefficients<kS, acc_t>(p, s);
+    const Coefs<Vec> vk{broadcast<Vec>(k.w_u), broadcast<Vec>(k.w_w), broadcast<Vec>(k.a), broadcast<Vec>(k.b),
+                        broadcast<Vec>(k.c)};
+    for (; i + L::kWidth <= stop; i += L::kWidth) {
+      typename L::Pack xv{}, u{}, wk{}, n{}, r;
+      const auto c = L::load(cond + i);
+      if constexpr (kX_) xv = L::load(x + i);
+      if constexpr (kU) u = L::load(uncond + i);
+      if constexpr (kW) wk = L::load(weak + i);
+      if constexpr (kN) n = L::load(noise + i);
+      for (int j = 0; j < L::kParts; ++j) r[j] = guided_value<kU, kW, kS>(xv[j], c[j], u[j], wk[j], n[j], vk);
+      L::store(out + i, r);
     }
-  });
+    const auto at = [&](const T* ptr, bool present, int64_t e) { return present ? acc_t(ptr[e]) : acc_t(0); };
+    for (; i < stop; ++i)
+      out[i] = T(guided_value<kU, kW, kS>(at(x, kX_, i), acc_t(cond[i]), at(uncond, kU, i), at(weak, kW, i),
+                                          at(noise, kN, i), k));
+  }
+}
+
+template <typename T, bool kU, bool kW, Step kS>
+void dense_pass(const GuidanceParams& p) {
+  torch::stable::parallel_for(0, p.batch * p.per_sample, kGrain,
+                              [&](int64_t begin, int64_t end) { dense_task<T, kU, kW, kS>(p, begin, end); });
 }
 
 template <typename T>

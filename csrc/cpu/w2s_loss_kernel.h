@@ -25,14 +25,22 @@ void for_each_w2s_chunk(const W2SParams& p, const Body& body) {
   });
 }
 
+// The operand pointers, to be held as locals of each chunk's body: the vector stores are memcpy's,
+// which may alias any object, so GCC reloaded pointers captured by reference (two loads each) in
+// every iteration of the backward loop.
+template <typename T>
+std::array<const T*, 4> operands(const W2SParams& p) {
+  return {static_cast<const T*>(p.v), static_cast<const T*>(p.u), static_cast<const T*>(p.weak),
+          static_cast<const T*>(p.mid)};
+}
+
 template <typename T, bool kWeak, bool kMid>
 void w2s_forward_pass(const W2SParams& p, double* partial) {
   using L = Lanes<T>;
   using acc_t = typename L::acc_t;
   using Vec = typename L::Vec;
-  const T *v = static_cast<const T*>(p.v), *u = static_cast<const T*>(p.u);
-  const T *weak = static_cast<const T*>(p.weak), *mid = static_cast<const T*>(p.mid);
   for_each_w2s_chunk(p, [&](int64_t s, int64_t c, int64_t begin, int64_t end) {
+    const auto [v, u, weak, mid] = operands<T>(p);
     const float* k = p.coefs + s * p.coef_stride;
     const acc_t lam = k[0], rho_vm = k[1], rho_mu = k[2];
     const Vec v_lam = broadcast<Vec>(lam), v_rho_vm = broadcast<Vec>(rho_vm), v_rho_mu = broadcast<Vec>(rho_mu);
@@ -61,9 +69,10 @@ void w2s_backward_pass(const W2SParams& p, T* grad_v, T* grad_mid, const acc_typ
   using L = Lanes<T>;
   using acc_t = typename L::acc_t;
   using Vec = typename L::Vec;
-  const T *v = static_cast<const T*>(p.v), *u = static_cast<const T*>(p.u);
-  const T *weak = static_cast<const T*>(p.weak), *mid = static_cast<const T*>(p.mid);
-  for_each_w2s_chunk(p, [&](int64_t s, int64_t, int64_t begin, int64_t end) {
+  for_each_w2s_chunk(p, [&, grad_v, grad_mid](int64_t s, int64_t, int64_t begin, int64_t end) {
+    const auto [v, u, weak, mid] = operands<T>(p);
+    T* const out_v = grad_v;  // locals too (see operands)
+    T* const out_mid = grad_mid;
     const float* k = p.coefs + s * p.coef_stride;
     const acc_t lam = k[0], rho_vm = k[1], rho_mu = k[2];
     const acc_t scale = grad[s] * (acc_t(2) / acc_t(p.n));
@@ -72,21 +81,22 @@ void w2s_backward_pass(const W2SParams& p, T* grad_v, T* grad_mid, const acc_typ
     int64_t i = begin;
     for (; i + L::kWidth <= end; i += L::kWidth) {
       const auto vv = L::load(v + i), uu = L::load(u + i);
-      typename L::Pack ww{}, mm{}, gv, gm;
+      typename L::Pack ww{}, mm{};
       if constexpr (kWeak) ww = L::load(weak + i);
       if constexpr (kMid) mm = L::load(mid + i);
-      for (int part = 0; part < L::kParts; ++part)
-        w2s_grads<kWeak, kMid>(vv[part], uu[part], ww[part], mm[part], v_lam, v_rho_vm, v_rho_mu, v_scale, gv[part],
-                               gm[part]);
-      L::store(grad_v + i, gv);
-      if constexpr (kMid) L::store(grad_mid + i, gm);
+      for (int part = 0; part < L::kParts; ++part) {
+        Vec gv, gm;  // stored right away: a Pack of results went through the stack in 16-byte pieces (AVX2)
+        w2s_grads<kWeak, kMid>(vv[part], uu[part], ww[part], mm[part], v_lam, v_rho_vm, v_rho_mu, v_scale, gv, gm);
+        L::store_part(out_v + i + part * L::kVecLanes, gv);
+        if constexpr (kMid) L::store_part(out_mid + i + part * L::kVecLanes, gm);
+      }
     }
     for (; i < end; ++i) {
       acc_t gv, gm;
       w2s_grads<kWeak, kMid>(acc_t(v[i]), acc_t(u[i]), kWeak ? acc_t(weak[i]) : acc_t(0),
                              kMid ? acc_t(mid[i]) : acc_t(0), lam, rho_vm, rho_mu, scale, gv, gm);
-      grad_v[i] = T(gv);
-      if constexpr (kMid) grad_mid[i] = T(gm);
+      out_v[i] = T(gv);
+      if constexpr (kMid) out_mid[i] = T(gm);
     }
   });
 }

@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from .timing import keeps_freed_memory
+
 
 def cpu_brand() -> str:
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"), else the architecture."""
@@ -48,6 +50,7 @@ def machine(device: str, threads: int) -> dict:
         triton = "not installed"
     return dict(kind=kind_of(device, model, cores, unit), device=device, model=model, cores=cores, unit=unit,
                 threads=threads, torch=torch.__version__, triton=triton,
+                malloc="freed memory kept" if keeps_freed_memory() else "system default",
                 timestamp=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 

@@ -28,8 +28,10 @@ class _NoCudaRuntimeNote(logging.Filter):
 
 
 def configure(threads: int | None) -> None:
-    """torch's CPU threads for the run, and room for one compiled chain per op, dtype, size and rank
-    (more than dynamo's default recompile limit of 8)."""
+    """torch's CPU threads for the run, room for one compiled chain per op, dtype, size and rank
+    (more than dynamo's default recompile limit of 8), and a malloc that reuses freed memory
+    (timing.keep_freed_memory)."""
+    timing.keep_freed_memory()
     if not torch.cuda.is_available():
         logger = logging.getLogger("torch.utils.cpp_extension")
         if not any(isinstance(f, _NoCudaRuntimeNote) for f in logger.filters):

@@ -75,7 +75,9 @@ def e2e_lines(e2e: list[dict]) -> list[str]:
 def markdown(rows: list[dict], e2e: list[dict], info: dict, command: str) -> str:
     device = info["device"]
     unit = "us" if device == "cuda" else "ms"
-    lines = [f"Measured {info['timestamp']} on {describe(info)}; torch {info['torch']}, triton {info['triton']}.",
+    malloc = f"; malloc: {info['malloc']}" if "malloc" in info else ""  # recorded since 2026-12-07
+    lines = [f"Measured {info['timestamp']} on {describe(info)}; torch {info['torch']}, triton {info['triton']}"
+             f"{malloc}.",
              f"Command: `{command}`.", "", *summary_lines(rows), *e2e_lines(e2e)]
     if rows:
         lines += [f"| op | size | dtype | provider | median {unit} | IQR {unit} | GB/s | % of copy | vs eager | "

@@ -9,6 +9,8 @@ and the repository's pytest-benchmark suite hands to `benchmark.pedantic`.
 """
 from __future__ import annotations
 
+import ctypes
+import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -16,10 +18,31 @@ from typing import Callable
 
 import torch
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 TARGET_SECONDS = 0.4       # timed per provider and case by the full run (the 2-core CPU run has ~200 cases)
 MIN_ROUNDS, MAX_ROUNDS = 5, 50
 GPU_ROUNDS = 15
 TARGET_GRAPH_SECONDS = 2e-3  # calls per graph chosen so one replay takes about this long
+
+
+def keeps_freed_memory() -> bool:
+    """Whether keep_freed_memory() takes effect in this process: where the C library is glibc."""
+    return platform.libc_ver()[0] == "glibc"
+
+
+def keep_freed_memory() -> bool:
+    """Makes glibc's malloc keep freed memory for the next allocation, as jemalloc and tcmalloc do
+    (torch's `python -m torch.backends.xeon.run_cpu` preloads one of them for this reason).
+
+    By default glibc serves an allocation above its mmap threshold (at most 32 MB) with fresh pages
+    and unmaps them on free, so every out-of-place call at the 64 MB size faulted in its output's
+    15,625 pages, whichever provider made it: on the AMD EPYC with one thread, a guided_step call took
+    54 ms that way and 13 ms with its memory reused. The 64 MB rows timed the kernel's page faults, and
+    their ratios moved by 2x between runs with the allocator's state. Returns whether it took effect."""
+    if not keeps_freed_memory():
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 class CudaEventClock:
