@@ -3,7 +3,7 @@
 On a shared or different machine, absolute medians drift by tens of percent between runs, and every
 provider drifts together. What stays put is each fused op's standing: the time of the same run's
 `torch.compile chain` (or same-bytes copy) over the op's time, the providers' rounds interleaved
-(timing.measure_side_by_side). For every fused provider, op and dtype the guard takes the geometric
+(timing.interleaved_times). For every fused provider, op and dtype the guard takes the geometric
 mean of that standing over the sizes both runs share, in this run and in the baseline, and flags the
 group when the op became slower, relative to the yardstick, by more than the threshold widened by the
 spread both runs measured: allowed = (1 + threshold) * exp(SPREAD_WEIGHT * spread) - 1, spread the root
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import results
 from .cases import FUSED
-from .machine import describe
+from .machine import describe, method_of
 from .table import COMPILE, COPY, case_key
 
 YARDSTICKS = (COMPILE, COPY)
@@ -109,9 +109,10 @@ def compare(run_rows: list[dict], base_rows: list[dict], threshold: float) -> Co
     return Comparison(movements, shifts, threshold)
 
 
-def verdict(cmp: Comparison, run_info: dict, base_info: dict, enforce: bool = True) -> tuple[str, int]:
-    """(text, exit code): 1 when a fused op lost more than the threshold of its standing and enforce
-    is set, else 0. The table lists the groups that moved by more than half the threshold."""
+def verdict(cmp: Comparison, run_info: dict, base_info: dict, unenforced: str | None = None) -> tuple[str, int]:
+    """(text, exit code): 1 when a fused op lost more than the threshold of its standing, unless
+    `unenforced` gives the reason the baseline cannot hold this run to it; else 0. The table lists the
+    groups that moved by more than half the threshold."""
     pct = f"{cmp.threshold:.0%}"
     lines = [f"Regression guard: this run ({describe(run_info)}, {run_info['timestamp']}) against the baseline "
              f"({describe(base_info)}, {base_info['timestamp']}).",
@@ -139,9 +140,8 @@ def verdict(cmp: Comparison, run_info: dict, base_info: dict, enforce: bool = Tr
         lines.append(f"Verdict: no regression ({len(cmp.movements)} groups compared, {len(moved)} moved by more "
                      f"than {cmp.threshold / 2:.0%}).")
         return "\n".join(lines) + "\n", 0
-    if not enforce:
-        lines.append(f"Verdict: {bad} group(s) slowed by more than allowed, not enforced: the baseline is another "
-                     "kind of machine, where the standings differ for real.")
+    if unenforced:
+        lines.append(f"Verdict: {bad} group(s) slowed by more than allowed, not enforced: {unenforced}.")
         return "\n".join(lines) + "\n", 0
     lines.append(f"Verdict: REGRESSION, {bad} of {len(cmp.movements)} groups slowed by more than allowed "
                  f"({pct} or more).")
@@ -152,7 +152,7 @@ def check(data: dict, threshold: float, baseline: Path | None = None) -> int:
     """Prints the verdict of a result file (results.result()) against `baseline`, or else against the
     stored baseline of its machine kind; returns the exit code. Without a stored baseline for this
     kind it says so and returns 0, after comparing, for information only, with another stored kind."""
-    info, enforce = data["machine"], True
+    info, unenforced = data["machine"], None
     if baseline is None:
         baseline = results.baseline_for(info["kind"])
         if not baseline.exists():
@@ -162,10 +162,16 @@ def check(data: dict, threshold: float, baseline: Path | None = None) -> int:
                   f"on an idle machine and pass FILE as --baseline, or store it as {baseline}.")
             if not others:
                 return 0
-            baseline, enforce = results.baseline_for(others[0]), False
+            baseline = results.baseline_for(others[0])
+            unenforced = "the baseline is another kind of machine, where the standings differ for real"
             print(f"For information, against {others[0]} (another processor, where the standings may differ "
                   "for real):")
     base = results.load(baseline)
-    text, rc = verdict(compare(data["rows"], base["rows"], threshold), info, base["machine"], enforce)
+    if not unenforced and method_of(base["machine"]) != method_of(info):
+        unenforced = (f"the baseline was timed with method {method_of(base['machine'])} and this run with method "
+                      f"{method_of(info)}, whose standings differ (sgg_kernels/bench/timing.py, METHOD); store a "
+                      f"baseline of this method with `python -m benchmarks.report --save-baseline`")
+        print(f"The baseline {baseline} was timed with another method: compared for information only.")
+    text, rc = verdict(compare(data["rows"], base["rows"], threshold), info, base["machine"], unenforced)
     print(text)
     return rc

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .timing import keeps_freed_memory
+from .timing import METHOD, keeps_freed_memory
 
 
 def cpu_brand() -> str:
@@ -50,8 +50,13 @@ def machine(device: str, threads: int) -> dict:
         triton = "not installed"
     return dict(kind=kind_of(device, model, cores, unit), device=device, model=model, cores=cores, unit=unit,
                 threads=threads, torch=torch.__version__, triton=triton,
-                malloc="freed memory kept" if keeps_freed_memory() else "system default",
+                method=METHOD, malloc="freed memory kept" if keeps_freed_memory() else "system default",
                 timestamp=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
+def method_of(info: dict) -> int:
+    """The timing method a result file was measured with (timing.METHOD; files before it are method 1)."""
+    return info.get("method", 1)
 
 
 def describe(info: dict) -> str:

@@ -1,5 +1,5 @@
 """Runs the op benchmarks without pytest: every chosen case, each provider checked against the float64
-reference and then timed by timing.plan() / timing.measure(), into table rows."""
+reference and then timed side by side (measure_case), into table rows."""
 from __future__ import annotations
 
 import contextlib
@@ -62,6 +62,29 @@ def _with_backend(provider, round_fn):
     return run
 
 
+def measure_case(case, tiny: bool, leave_out=(), target_s: float = timing.TARGET_SECONDS, log=print) -> dict:
+    """{provider: (seconds per call of each round, calls per round)} of one case: each provider but
+    leave_out checked against the float64 reference, then all of them timed with their rounds interleaved."""
+    plans = {}
+    for name, provider in case.providers.items():
+        if name in leave_out:
+            continue
+        with _selected(provider):
+            try:
+                case.check(name)  # torch.compile compiles here, on the first call
+                plans[name] = timing.plan(provider.fn, case.device, case.bytes_moved, tiny=tiny, target_s=target_s)
+            except Exception as e:  # e.g. inductor without a C++ compiler: the table says so
+                if name != COMPILE:
+                    raise
+                log(f"  {name} unavailable at {case.op} {list(case.shape)} {case.dtype}: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}")
+    # Each round runs with its provider's backend selected.
+    selected = [timing.Plan(_with_backend(case.providers[n], p.round), p.rounds, p.warmup_rounds, p.calls_per_round,
+                            p.clock) for n, p in plans.items()]
+    return {name: (times, p.calls_per_round)
+            for (name, p), times in zip(plans.items(), timing.interleaved_times(selected))}
+
+
 def run_ops(device: str, preset: str, ops=OPS, dtypes=tuple(DTYPES), target_s: float = timing.TARGET_SECONDS,
             log=print) -> list[dict]:
     """Rows of every op x dtype x size of the preset x provider (all providers for "full")."""
@@ -71,24 +94,8 @@ def run_ops(device: str, preset: str, ops=OPS, dtypes=tuple(DTYPES), target_s: f
             for size, shape in sizes(device, DTYPES[dtype], preset).items():
                 t0 = time.perf_counter()
                 case = make_case(op, shape, DTYPES[dtype], device)
-                plans = {}
-                for name, provider in case.providers.items():
-                    if preset != "full" and name in FULL_ONLY:
-                        continue
-                    with _selected(provider):
-                        try:
-                            case.check(name)  # torch.compile compiles here, on the first call
-                            plans[name] = timing.plan(provider.fn, device, case.bytes_moved, tiny=preset == "tiny",
-                                                      target_s=target_s)
-                        except Exception as e:  # e.g. inductor without a C++ compiler: the table says so
-                            if name != COMPILE:
-                                raise
-                            log(f"  {name} unavailable at {op} {size} {dtype}: {type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}")
-                # The providers' rounds interleaved; each round runs with its provider's backend selected.
-                selected = [timing.Plan(_with_backend(case.providers[n], p.round), p.rounds, p.warmup_rounds,
-                                        p.calls_per_round, p.clock) for n, p in plans.items()]
-                for name, stats in zip(plans, timing.measure_side_by_side(selected)):
-                    rows.append(_row(case, size, dtype, name, stats))
+                leave_out = () if preset == "full" else FULL_ONLY
+                for name, (times, calls) in measure_case(case, preset == "tiny", leave_out, target_s, log).items():
+                    rows.append(_row(case, size, dtype, name, dict(timing.summarize(times), calls_per_round=calls)))
                 log(f"  {op} {size} {dtype}: {time.perf_counter() - t0:.1f} s")
     return rows

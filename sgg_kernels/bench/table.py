@@ -8,7 +8,7 @@ add_ratios() adds GB/s and the ratios to the baselines measured in the same run.
 from __future__ import annotations
 
 from .cases import FUSED, ONE_EAGER_OP
-from .machine import describe
+from .machine import describe, method_of
 
 COPY, EAGER, COMPILE = "copy (same bytes)", "eager chain", "torch.compile chain"
 
@@ -75,9 +75,8 @@ def e2e_lines(e2e: list[dict]) -> list[str]:
 def markdown(rows: list[dict], e2e: list[dict], info: dict, command: str) -> str:
     device = info["device"]
     unit = "us" if device == "cuda" else "ms"
-    malloc = f"; malloc: {info['malloc']}" if "malloc" in info else ""  # recorded since 2026-12-07
-    lines = [f"Measured {info['timestamp']} on {describe(info)}; torch {info['torch']}, triton {info['triton']}"
-             f"{malloc}.",
+    lines = [f"Measured {info['timestamp']} on {describe(info)}; torch {info['torch']}, triton {info['triton']}; "
+             f"timing method {method_of(info)}" + (f", malloc: {info['malloc']}." if "malloc" in info else "."),
              f"Command: `{command}`.", "", *summary_lines(rows), *e2e_lines(e2e)]
     if rows:
         lines += [f"| op | size | dtype | provider | median {unit} | IQR {unit} | GB/s | % of copy | vs eager | "
