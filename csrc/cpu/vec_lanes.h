@@ -5,8 +5,10 @@
 // lowers it to one AVX-512 register, two AVX2 registers or four SSE2 registers, depending on the -m
 // flags of the including file (kernels_{default,avx2,avx512}.cpp). Because the logical width is the same
 // everywhere and the arithmetic is plain IEEE mul/add (-ffp-contract=off), every build computes the same
-// bits, including the lane order of the w2s_loss partial sums. Only the half <-> float conversion picks
-// instructions by ISA (F16C / AVX-512), and it rounds to nearest-even like c10::Half, as the scalar tail does.
+// bits, including the lane order of the w2s_loss partial sums. Only the 16-bit conversions pick
+// instructions by ISA (half <-> float: F16C / AVX-512; float -> bfloat16: AVX2), and they round to
+// nearest-even like c10::Half and c10::BFloat16, as the scalar tail does. Where GCC's lowering of the
+// 64-byte type was slow, the code names register-wide pieces (RegisterPieces); docs/design.md says where.
 #pragma once
 #include <torch/headeronly/util/BFloat16.h>
 #include <torch/headeronly/util/Half.h>
