@@ -81,15 +81,14 @@ void w2s_backward_pass(const W2SParams& p, T* grad_v, T* grad_mid, const acc_typ
     int64_t i = begin;
     for (; i + L::kWidth <= end; i += L::kWidth) {
       const auto vv = L::load(v + i), uu = L::load(u + i);
-      typename L::Pack ww{}, mm{};
+      typename L::Pack ww{}, mm{}, gv, gm;
       if constexpr (kWeak) ww = L::load(weak + i);
       if constexpr (kMid) mm = L::load(mid + i);
-      for (int part = 0; part < L::kParts; ++part) {
-        Vec gv, gm;  // stored right away: a Pack of results went through the stack in 16-byte pieces (AVX2)
-        w2s_grads<kWeak, kMid>(vv[part], uu[part], ww[part], mm[part], v_lam, v_rho_vm, v_rho_mu, v_scale, gv, gm);
-        L::store_part(out_v + i + part * L::kVecLanes, gv);
-        if constexpr (kMid) L::store_part(out_mid + i + part * L::kVecLanes, gm);
-      }
+      for (int part = 0; part < L::kParts; ++part)
+        w2s_grads<kWeak, kMid>(vv[part], uu[part], ww[part], mm[part], v_lam, v_rho_vm, v_rho_mu, v_scale, gv[part],
+                               gm[part]);
+      L::store(out_v + i, gv);
+      if constexpr (kMid) L::store(out_mid + i, gm);
     }
     for (; i < end; ++i) {
       acc_t gv, gm;
