@@ -32,7 +32,7 @@ print(before - resident_mb())
 """
 
 
-@pytest.mark.skipif(not timing.keeps_freed_memory(), reason="glibc's malloc only")
+@pytest.mark.skipif(not timing.can_keep_freed_memory(), reason="glibc's malloc only")
 def test_a_freed_64mb_output_stays_in_the_process_for_the_next_one():
     def returned_mb(mode):
         proc = subprocess.run([sys.executable, "-c", RETURNED_BY_FREEING_64MB, mode], capture_output=True, text=True,

@@ -31,11 +31,10 @@ void dense_task(const GuidanceParams& p, int64_t begin, int64_t end) {
   const T* const uncond = static_cast<const T*>(p.data[kUncond]);
   const T* const weak = static_cast<const T*>(p.data[kWeak]);
   const T* const noise = static_cast<const T*>(p.data[kNoise]);
-  const int64_t per_sample = p.per_sample;
   for (int64_t i = begin; i < end;) {
     // Coefficients are read once per sample (per sample and task, at a task boundary).
-    const int64_t s = i / per_sample;
-    const int64_t stop = std::min(end, (s + 1) * per_sample);
+    const int64_t s = i / p.per_sample;
+    const int64_t stop = std::min(end, (s + 1) * p.per_sample);
     const Coefs<acc_t> k = coefficients<kS, acc_t>(p, s);
     const Coefs<Vec> vk{broadcast<Vec>(k.w_u), broadcast<Vec>(k.w_w), broadcast<Vec>(k.a), broadcast<Vec>(k.b),
                         broadcast<Vec>(k.c)};

@@ -69,7 +69,7 @@ void w2s_backward_pass(const W2SParams& p, T* grad_v, T* grad_mid, const acc_typ
   using L = Lanes<T>;
   using acc_t = typename L::acc_t;
   using Vec = typename L::Vec;
-  for_each_w2s_chunk(p, [&, grad_v, grad_mid](int64_t s, int64_t, int64_t begin, int64_t end) {
+  for_each_w2s_chunk(p, [&](int64_t s, int64_t, int64_t begin, int64_t end) {
     const auto [v, u, weak, mid] = operands<T>(p);
     T* const out_v = grad_v;  // locals too (see operands)
     T* const out_mid = grad_mid;

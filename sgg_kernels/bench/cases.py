@@ -148,9 +148,9 @@ class Case:
     check: Callable[[str], None]  # raises if a provider's result is wrong (run before timing)
 
 
-def _rotating(fn, sets):
-    it = itertools.cycle(sets)
-    return lambda: fn(next(it))
+def _drawing(fn, rotation):
+    """fn on the next item of the rotation, at each call."""
+    return lambda: fn(next(rotation))
 
 
 def _sharing_rotation(calls: dict, sets: list) -> dict:
@@ -159,8 +159,8 @@ def _sharing_rotation(calls: dict, sets: list) -> dict:
     made that call. With a rotation each, the provider timed next in an interleaved round got the
     set the one before had just read: at SD3-1024 B=1 fp32 (5 MB a set, AMD EPYC) torch.compile's
     guided_step_ then took 0.208 ms against sgg cpu's 0.271, which ran after the copy."""
-    it = itertools.cycle(sets)
-    return {name: Provider((lambda f: lambda: f(next(it)))(fn), backend) for name, (fn, backend) in calls.items()}
+    rotation = itertools.cycle(sets)
+    return {name: Provider(_drawing(fn, rotation), backend) for name, (fn, backend) in calls.items()}
 
 
 def _same_bytes_copy(nbytes: int, device: str) -> Callable:
@@ -174,7 +174,7 @@ def _same_bytes_copy(nbytes: int, device: str) -> Callable:
     source stayed the kernel's shared zero page, read from cache: the yardstick measured page faults."""
     pairs = [[torch.ones(nbytes // 2, dtype=torch.uint8, device=device) for _ in range(2)]
              for _ in range(input_set_count(nbytes, device))]
-    return _rotating(lambda pair: pair[1].copy_(pair[0]), pairs)
+    return _drawing(lambda pair: pair[1].copy_(pair[0]), itertools.cycle(pairs))
 
 
 def _sgg_backends(device: str) -> list:

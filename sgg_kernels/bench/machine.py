@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .timing import METHOD, keeps_freed_memory
+from .timing import METHOD, can_keep_freed_memory
 
 
 def cpu_brand() -> str:
@@ -50,7 +50,7 @@ def machine(device: str, threads: int) -> dict:
         triton = "not installed"
     return dict(kind=kind_of(device, model, cores, unit), device=device, model=model, cores=cores, unit=unit,
                 threads=threads, torch=torch.__version__, triton=triton,
-                method=METHOD, malloc="freed memory kept" if keeps_freed_memory() else "system default",
+                method=METHOD, malloc="freed memory kept" if can_keep_freed_memory() else "system default",
                 timestamp=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 

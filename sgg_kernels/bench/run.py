@@ -88,13 +88,12 @@ def measure_case(case, tiny: bool, leave_out=(), target_s: float = timing.TARGET
 def run_ops(device: str, preset: str, ops=OPS, dtypes=tuple(DTYPES), target_s: float = timing.TARGET_SECONDS,
             log=print) -> list[dict]:
     """Rows of every op x dtype x size of the preset x provider (all providers for "full")."""
-    rows = []
+    rows, leave_out = [], () if preset == "full" else FULL_ONLY
     for op in ops:
         for dtype in dtypes:
             for size, shape in sizes(device, DTYPES[dtype], preset).items():
                 t0 = time.perf_counter()
                 case = make_case(op, shape, DTYPES[dtype], device)
-                leave_out = () if preset == "full" else FULL_ONLY
                 for name, (times, calls) in measure_case(case, preset == "tiny", leave_out, target_s, log).items():
                     rows.append(_row(case, size, dtype, name, dict(timing.summarize(times), calls_per_round=calls)))
                 log(f"  {op} {size} {dtype}: {time.perf_counter() - t0:.1f} s")

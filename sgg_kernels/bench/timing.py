@@ -31,7 +31,7 @@ GPU_ROUNDS = 15
 TARGET_GRAPH_SECONDS = 2e-3  # calls per graph chosen so one replay takes about this long
 
 
-def keeps_freed_memory() -> bool:
+def can_keep_freed_memory() -> bool:
     """Whether keep_freed_memory() takes effect in this process: where the C library is glibc."""
     return platform.libc_ver()[0] == "glibc"
 
@@ -48,7 +48,7 @@ def keep_freed_memory() -> bool:
     output's block; glibc 2.36's posix_memalign cannot reuse a freed block that a small allocation
     above it pins, so some rounds still fault (3 of 15 for that guided_step; the medians are clean).
     Returns whether it took effect."""
-    if not keeps_freed_memory():
+    if not can_keep_freed_memory():
         return False
     libc = ctypes.CDLL(None)
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
